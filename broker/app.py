@@ -1,0 +1,103 @@
+"""The Flask app factory: config in, a ready broker out."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, g, request
+from sqlalchemy import select
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import db as database
+from .config import BrokerConfig, load_config
+from .logs import configure_logging
+from .models import Tenant
+from .state import BrokerState
+
+log = logging.getLogger("broker")
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+def create_app(config: BrokerConfig | str | Path, *, migrate: bool = False) -> Flask:
+    """Build the broker. ``migrate`` upgrades the schema first (demo and tests)."""
+    if not isinstance(config, BrokerConfig):
+        config = load_config(config)
+    configure_logging(config.log_level)
+
+    app = Flask(__name__, template_folder=str(TEMPLATES_DIR), static_folder=None)
+    app.config.update(
+        SECRET_KEY=config.secret_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.public_url.startswith("https://"),
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    if config.trusted_proxies:
+        hops = config.trusted_proxies
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
+
+    engine = database.make_engine(config.database_url)
+    if migrate:
+        database.upgrade(config.database_url)
+    state = BrokerState(config=config, engine=engine, sessions=database.make_sessionmaker(engine))
+    app.extensions["broker"] = state
+    _sync_tenants(state)
+
+    _install_request_hooks(app)
+    _register_blueprints(app)
+    return app
+
+
+def _sync_tenants(state: BrokerState) -> None:
+    """Make sure each configured tenant has its anchor row (idempotent, safe on many hosts)."""
+    try:
+        with database.transaction(state.sessions) as session:
+            known = set(session.scalars(select(Tenant.slug)))
+            for slug, tenant in state.config.tenants.items():
+                if slug not in known:
+                    session.add(Tenant(slug=slug, name=tenant.name))
+    except Exception:
+        log.warning("tenant rows not synced; is the database migrated? run: broker db upgrade")
+
+
+def _install_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        incoming = request.headers.get("X-Request-Id", "")[:64]
+        g.request_id = incoming if incoming.isprintable() and incoming else secrets.token_hex(8)
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Any) -> Any:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            "frame-ancestors 'none'; form-action 'self' http: https:",
+        )
+        if request.is_secure:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return response
+
+    @app.teardown_request
+    def _close_db(error: BaseException | None) -> None:
+        session = g.pop("db", None)
+        if session is not None:
+            if error is not None:
+                session.rollback()
+            session.close()
+
+
+def _register_blueprints(app: Flask) -> None:
+    from .views import register
+
+    register(app)

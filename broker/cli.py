@@ -1,0 +1,91 @@
+"""The ``broker`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .config import ConfigError, load_config
+
+CONFIG_OPTION = click.option(
+    "--config", "config_path", envvar="BROKER_CONFIG", default="broker.toml", show_default=True,
+    help="TOML configuration file (env BROKER_CONFIG).",
+)
+
+
+@click.group()
+def main() -> None:
+    """Identity and onboarding broker for utility self-service portals."""
+
+
+@main.command("check-config")
+@CONFIG_OPTION
+def check_config(config_path: str) -> None:
+    """Validate the configuration file and say what it declares."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        click.echo(str(error), err=True)
+        sys.exit(2)
+    click.echo(f"{config_path}: ok, {len(config.tenants)} tenant(s): {', '.join(config.tenants)}")
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+@CONFIG_OPTION
+def db_upgrade(config_path: str) -> None:
+    """Migrate the database to the newest schema."""
+    from . import db
+
+    config = _load(config_path)
+    db.upgrade(config.database_url)
+    click.echo("database at head")
+
+
+@main.command("serve")
+@CONFIG_OPTION
+@click.option("--bind", default="127.0.0.1:5000", show_default=True)
+@click.option("--workers", default=2, show_default=True)
+def serve(config_path: str, bind: str, workers: int) -> None:
+    """Run the broker under gunicorn (production)."""
+    from gunicorn.app.base import BaseApplication
+
+    from .app import create_app
+
+    config = _load(config_path)
+
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", bind)
+            self.cfg.set("workers", workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", 4)
+
+        def load(self):  # type: ignore[no-untyped-def]
+            return create_app(config)
+
+    _Gunicorn().run()
+
+
+@main.command("demo")
+@click.option("--data-dir", default=".demo", show_default=True, type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+def demo(data_dir: Path, host: str) -> None:
+    """Start the broker, demo portals, upstream emulator and dev outbox on SQLite."""
+    from .devserver import run_demo
+
+    run_demo(data_dir, host)
+
+
+def _load(config_path: str):  # type: ignore[no-untyped-def]
+    try:
+        return load_config(config_path)
+    except ConfigError as error:
+        click.echo(str(error), err=True)
+        sys.exit(2)

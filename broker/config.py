@@ -1,0 +1,306 @@
+"""Broker configuration: one TOML file, validated at start-up.
+
+Everything a tenant (utility) decides lives here: its portals (OIDC clients), login methods,
+password policy, activation method, lockout rule and binding proofs. The file is parsed into
+frozen pydantic models once; requests read the in-memory result and never touch the file again.
+
+A mistake in the file stops start-up with :class:`ConfigError`, whose message names the key
+path (``tenants.aaro-vand.password_policy.min_lenght``) and the problem, never a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from policies.password import PASSWORD_POLICY_PRESETS, PasswordPolicy
+
+LOCALES = ("da", "nb", "sv", "fi", "es", "en")
+Locale = Literal["da", "nb", "sv", "fi", "es", "en"]
+UPSTREAM_KINDS = ("mitid", "ftn", "microsoft", "google", "facebook")
+MIN_CLIENT_SECRET_LENGTH = 32
+TENANT_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+
+
+class ConfigError(Exception):
+    """The configuration file cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SmtpConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(1025, ge=1, le=65535)
+    security: Literal["plain", "starttls", "tls"] = "plain"
+    username: str | None = None
+    password: str | None = None
+    timeout_seconds: float = Field(10.0, gt=0)
+
+
+class SmsConfig(_Strict):
+    """A generic JSON webhook gateway: POST {to, text, idempotency_key}."""
+
+    kind: Literal["webhook", "dev"] = "dev"
+    url: str | None = None
+    token: str | None = None
+    timeout_seconds: float = Field(5.0, gt=0)
+    max_per_number_per_hour: int = Field(5, ge=1)
+    max_per_tenant_per_hour: int = Field(500, ge=1)
+
+    @model_validator(mode="after")
+    def _webhook_needs_url(self) -> SmsConfig:
+        if self.kind == "webhook" and not self.url:
+            raise ValueError("sms.kind = 'webhook' needs sms.url")
+        return self
+
+
+class MessagingConfig(_Strict):
+    smtp: SmtpConfig = SmtpConfig()
+    sms: SmsConfig = SmsConfig()
+    default_sender: str = "no-reply@broker.invalid"
+    max_attempts: int = Field(8, ge=1)
+    run_worker_in_process: bool = False
+
+
+class LockoutConfig(_Strict):
+    """N failed attempts lock; the lock is temporary (growing) or until unlocked."""
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    lock_minutes: float = Field(15, gt=0)
+    growth_factor: float = Field(2.0, ge=1.0)
+    max_lock_minutes: float = Field(24 * 60, gt=0)
+    until_unlocked: bool = False
+    unlock_requires_password_reset: bool = False
+
+
+class BindingConfig(_Strict):
+    proofs: list[Literal["pin", "bill_code", "invoice"]] = ["pin"]
+    national_id_match: bool = False
+    ask_at_signup: bool = False
+    pin_valid_days: int = Field(30, ge=1)
+    invitation_valid_days: int = Field(7, ge=1)
+
+
+class UpstreamConfig(_Strict):
+    """One upstream identity provider as a tenant uses it."""
+
+    kind: Literal["mitid", "ftn", "microsoft", "google", "facebook"]
+    client_id: str
+    client_secret: str | None = None
+    issuer: str | None = None
+    server_metadata_url: str | None = None
+    dialect: str | None = None
+    scopes: list[str] = []
+    allow_national_id: bool = False
+    min_acr: Literal["low", "substantial", "high"] | None = None
+    extra: dict[str, Any] = {}
+
+
+class ClientConfig(_Strict):
+    """A portal registered with the broker (an OIDC relying party)."""
+
+    client_id: str = Field(min_length=3)
+    name: str = ""
+    client_type: Literal["confidential", "public"] = "confidential"
+    client_secret: str | None = None
+    client_secret_sha256: str | None = None
+    token_endpoint_auth_method: Literal[
+        "client_secret_basic", "client_secret_post", "private_key_jwt", "none"
+    ] = "client_secret_basic"
+    jwks: dict[str, Any] | None = None
+    redirect_uris: list[str] = Field(min_length=1)
+    post_logout_redirect_uris: list[str] = []
+    backchannel_logout_uri: str | None = None
+    scopes: list[str] = [
+        "openid", "profile", "email", "phone", "customer_accounts", "offline_access"
+    ]
+    require_pkce: bool = True
+
+    @model_validator(mode="after")
+    def _secrets_fit_the_client_type(self) -> ClientConfig:
+        if self.client_type == "public":
+            if self.client_secret or self.client_secret_sha256:
+                raise ValueError("a public client has no client_secret")
+            if self.token_endpoint_auth_method != "none":
+                raise ValueError("a public client uses token_endpoint_auth_method = 'none'")
+            if not self.require_pkce:
+                raise ValueError("a public client must require PKCE")
+            return self
+        if self.token_endpoint_auth_method == "none":
+            raise ValueError("a confidential client needs an authentication method")
+        if self.token_endpoint_auth_method == "private_key_jwt":
+            if not self.jwks:
+                raise ValueError("private_key_jwt needs the client's public 'jwks'")
+            return self
+        if self.client_secret is None and self.client_secret_sha256 is None:
+            raise ValueError("a confidential client needs client_secret or client_secret_sha256")
+        if self.client_secret is not None and len(self.client_secret) < MIN_CLIENT_SECRET_LENGTH:
+            raise ValueError(
+                f"client_secret is shorter than {MIN_CLIENT_SECRET_LENGTH} characters; "
+                "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return self
+
+    @property
+    def secret_digest(self) -> str | None:
+        """SHA-256 of the secret: secrets are random, so a fast digest is enough."""
+        if self.client_secret_sha256:
+            return self.client_secret_sha256.lower()
+        if self.client_secret:
+            return hashlib.sha256(self.client_secret.encode()).hexdigest()
+        return None
+
+
+class TenantConfig(_Strict):
+    """One utility: its own issuer, branding, rules and portals."""
+
+    slug: str = ""
+    name: str
+    country: str = Field(pattern=r"^[A-Z]{2}$")
+    default_locale: Locale = "en"
+    locales: list[Locale] = list(LOCALES)
+    support_phone: str = ""
+    support_hours: str = ""
+    support_email: str = ""
+    primary_color: str = Field("#1d4f91", pattern=r"^#[0-9a-fA-F]{6}$")
+    logo_url: str | None = None
+    sender_name: str = ""
+    sender_email: str | None = None
+    privacy_policy_url: str = ""
+    privacy_policy_version: str = "1"
+    login_methods: list[str] = ["password"]
+    registration_types: list[Literal["private", "company", "administrator"]] = ["private"]
+    activation: Literal["code", "link"] = "code"
+    password_after_activation: bool = False
+    activation_code_ttl_minutes: int = Field(30, ge=1)
+    activation_link_ttl_hours: int = Field(48, ge=1)
+    activation_max_tries: int = Field(5, ge=1)
+    resend_cooldown_seconds: int = Field(60, ge=0)
+    password_policy: PasswordPolicy = PasswordPolicy()
+    argon2_time_cost: int = Field(2, ge=1)
+    argon2_memory_kib: int = Field(19456, ge=8 * 1024)
+    argon2_parallelism: int = Field(1, ge=1)
+    totp: Literal["off", "optional", "required"] = "optional"
+    lockout: LockoutConfig = LockoutConfig()
+    binding: BindingConfig = BindingConfig()
+    session_hours: float = Field(8, gt=0)
+    remember_me_days: float = Field(30, gt=0, le=90)
+    access_token_minutes: int = Field(10, ge=1, le=60)
+    refresh_token_days: int = Field(30, ge=1)
+    id_token_minutes: int = Field(10, ge=1)
+    signing_alg: Literal["RS256", "ES256"] = "RS256"
+    retention_days: int = Field(365, ge=1)
+    upstreams: dict[str, UpstreamConfig] = {}
+    clients: list[ClientConfig] = []
+
+    @field_validator("password_policy", mode="before")
+    @classmethod
+    def _apply_preset(cls, value: Any) -> Any:
+        """`preset = "..."` starts from a seed utility's rules; other keys override them."""
+        if isinstance(value, dict) and "preset" in value:
+            value = dict(value)
+            preset = value.pop("preset")
+            if preset not in PASSWORD_POLICY_PRESETS:
+                raise ValueError(
+                    f"unknown preset {preset!r}; choose one of {sorted(PASSWORD_POLICY_PRESETS)}"
+                )
+            return PASSWORD_POLICY_PRESETS[preset].model_copy(update=value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TenantConfig:
+        if self.default_locale not in self.locales:
+            raise ValueError(f"default_locale {self.default_locale!r} is not in locales")
+        for method in self.login_methods:
+            if method != "password" and method not in self.upstreams:
+                raise ValueError(
+                    f"login method {method!r} has no [upstreams.{method}] section"
+                )
+        ids = [c.client_id for c in self.clients]
+        if len(ids) != len(set(ids)):
+            raise ValueError("client_id values must be unique within a tenant")
+        return self
+
+    def client(self, client_id: str) -> ClientConfig | None:
+        return next((c for c in self.clients if c.client_id == client_id), None)
+
+
+class BrokerConfig(_Strict):
+    """The whole file."""
+
+    public_url: str = "http://127.0.0.1:5000"
+    database_url: str = "sqlite:///broker.db"
+    secret_key: str = Field(min_length=32)
+    hmac_key: str = Field(min_length=32)
+    redis_url: str | None = None
+    dev_mode: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    trusted_proxies: int = Field(0, ge=0)
+    emulator_url: str | None = None
+    messaging: MessagingConfig = MessagingConfig()
+    tenants: dict[str, TenantConfig] = {}
+
+    @field_validator("tenants")
+    @classmethod
+    def _slugs(cls, tenants: dict[str, TenantConfig]) -> dict[str, TenantConfig]:
+        for slug in tenants:
+            if not TENANT_SLUG.match(slug):
+                raise ValueError(f"tenant name {slug!r} must be lowercase letters, digits and '-'")
+        return {slug: t.model_copy(update={"slug": slug}) for slug, t in tenants.items()}
+
+    @model_validator(mode="after")
+    def _emulator_only_in_dev(self) -> BrokerConfig:
+        if self.emulator_url and not self.dev_mode:
+            raise ValueError("emulator_url is for development only; set dev_mode = true")
+        return self
+
+    def tenant(self, slug: str) -> TenantConfig | None:
+        return self.tenants.get(slug)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"])
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (is it misspelled?)"
+        lines.append(f"  {path or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> BrokerConfig:
+    try:
+        return BrokerConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{source} is not valid:\n{_describe(error)}") from None
+
+
+def load_config(path: str | Path) -> BrokerConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return parse_config(data, str(path))
+
+
+ConfigPath = Annotated[str, "path to a TOML file"]

@@ -1,0 +1,40 @@
+"""Runs the demo: broker, demo portal, upstream emulator and dev outbox, each on its own port."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from werkzeug.serving import make_server
+
+from . import demo as demo_settings
+from .app import create_app
+
+
+def _serve(app, host: str, port: int) -> threading.Thread:  # type: ignore[no-untyped-def]
+    server = make_server(host, port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name=f"http-{port}", daemon=True)
+    thread.start()
+    return thread
+
+
+def run_demo(data_dir: Path, host: str = "127.0.0.1") -> None:
+    config = demo_settings.demo_config(data_dir, host)
+    broker = create_app(config, migrate=True)
+    links = broker.extensions["broker"].services.setdefault("demo_links", {})
+    threads = [_serve(broker, host, demo_settings.BROKER_PORT)]
+    for extra in _extra_servers(config, host):
+        name, app, port, link = extra
+        threads.append(_serve(app, host, port))
+        links[name] = link
+    print(f"Broker demo on {config.public_url}/  (Ctrl-C stops it)", flush=True)
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        print("stopped")
+
+
+def _extra_servers(config, host):  # type: ignore[no-untyped-def]
+    """Demo companions that exist so far (portal, emulator, outbox)."""
+    return []

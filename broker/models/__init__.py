@@ -1,0 +1,39 @@
+"""Typed SQLAlchemy 2.0 models. Every change here needs an Alembic revision in migrations/."""
+
+from .base import Base, utcnow
+from .customers import Binding, CustomerAccount, CustomerInvoice, Invitation
+from .identity import (
+    AttemptCounter,
+    FederatedIdentity,
+    Flow,
+    LoginSession,
+    RecoveryCode,
+    Tenant,
+    User,
+    Verification,
+)
+from .oidc import AuthorizationCode, SigningKey, Token
+from .operations import AuditEvent, OutboxMessage, Staff
+
+__all__ = [
+    "utcnow",
+    "AttemptCounter",
+    "AuditEvent",
+    "AuthorizationCode",
+    "Base",
+    "Binding",
+    "CustomerAccount",
+    "CustomerInvoice",
+    "FederatedIdentity",
+    "Flow",
+    "Invitation",
+    "LoginSession",
+    "OutboxMessage",
+    "RecoveryCode",
+    "SigningKey",
+    "Staff",
+    "Tenant",
+    "Token",
+    "User",
+    "Verification",
+]

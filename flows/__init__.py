@@ -1,0 +1,1 @@
+"""Self-service journeys as small state machines with server-side state. No Flask here."""

@@ -1,0 +1,1 @@
+"""Alembic migrations; shipped with the package so `broker db upgrade` works after pip install."""

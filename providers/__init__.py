@@ -1,0 +1,1 @@
+"""Upstream identity providers: a shared OIDC/OAuth2 base and one small module per upstream."""
