@@ -1,0 +1,85 @@
+"""Browser login sessions per tenant, kept server-side so they can be ended from anywhere.
+
+The cookie ``bsid_<tenant>`` holds a random token; the database keeps its SHA-256. Setting a
+new password, support, or logout revokes rows, and the next request sees it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from .config import TenantConfig
+from .models import LoginSession, User, utcnow
+from .security import new_token, sha256_hex
+
+
+def cookie_name(tenant: str) -> str:
+    return f"bsid_{tenant}"
+
+
+def start(
+    db: Session,
+    tenant: TenantConfig,
+    user: User,
+    *,
+    amr: list[str],
+    acr: str = "low",
+    remember: bool = False,
+) -> tuple[LoginSession, str]:
+    """Open a session for ``user``; returns the row and the token for the cookie."""
+    token = new_token()
+    now = utcnow()
+    lifetime = (
+        timedelta(days=tenant.remember_me_days) if remember else timedelta(hours=tenant.session_hours)
+    )
+    login = LoginSession(
+        token_sha256=sha256_hex(token),
+        tenant=tenant.slug,
+        user_id=user.id,
+        auth_time=now,
+        amr=list(amr),
+        acr=acr,
+        remember=remember,
+        expires_at=now + lifetime,
+    )
+    db.add(login)
+    user.last_login_at = now
+    db.flush()
+    return login, token
+
+
+def load(db: Session, tenant: str, token: str | None) -> tuple[LoginSession, User] | None:
+    """The live session and its user for a cookie token, in one query; None when not valid."""
+    if not token:
+        return None
+    row = db.execute(
+        select(LoginSession, User)
+        .join(User, User.id == LoginSession.user_id)
+        .where(
+            LoginSession.token_sha256 == sha256_hex(token),
+            LoginSession.tenant == tenant,
+            LoginSession.revoked_at.is_(None),
+            LoginSession.expires_at > utcnow(),
+            User.status == "active",
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+def end(db: Session, login: LoginSession) -> None:
+    login.revoked_at = utcnow()
+
+
+def end_all_for_user(db: Session, user_id: int, *, keep_id: int | None = None) -> int:
+    """Revoke every live session of a user (e.g. after a password reset); returns how many."""
+    statement = (
+        update(LoginSession)
+        .where(LoginSession.user_id == user_id, LoginSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    if keep_id is not None:
+        statement = statement.where(LoginSession.id != keep_id)
+    return db.execute(statement).rowcount or 0

@@ -1,0 +1,1 @@
+"""Outgoing email and SMS through a transactional outbox."""
