@@ -32,9 +32,10 @@ def start(
     """Open a session for ``user``; returns the row and the token for the cookie."""
     token = new_token()
     now = utcnow()
-    lifetime = (
-        timedelta(days=tenant.remember_me_days) if remember else timedelta(hours=tenant.session_hours)
-    )
+    if remember:
+        lifetime = timedelta(days=tenant.remember_me_days)
+    else:
+        lifetime = timedelta(hours=tenant.session_hours)
     login = LoginSession(
         token_sha256=sha256_hex(token),
         tenant=tenant.slug,

@@ -31,7 +31,8 @@ def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str
     """True when ``password`` matches. With no stored hash, a dummy verify keeps the time equal."""
     hasher = hasher_for(tenant)
     try:
-        return hasher.verify(stored_hash or dummy_hash(tenant), password) and stored_hash is not None
+        matched = hasher.verify(stored_hash or dummy_hash(tenant), password)
+        return matched and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
