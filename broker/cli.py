@@ -89,3 +89,8 @@ def _load(config_path: str):  # type: ignore[no-untyped-def]
     except ConfigError as error:
         click.echo(str(error), err=True)
         sys.exit(2)
+
+
+from .customers.cli import customers as _customers_group  # noqa: E402
+
+main.add_command(_customers_group)

@@ -1,0 +1,1 @@
+"""The utility's customer register: lookups (registry), bulk import, and their helpers."""
