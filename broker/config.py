@@ -109,6 +109,7 @@ class UpstreamConfig(_Strict):
     scopes: list[str] = []
     allow_national_id: bool = False
     min_acr: Literal["low", "substantial", "high"] | None = None
+    keys_file: str | None = None  # our signing + encryption keys (FTN), created on first use
     extra: dict[str, Any] = {}
 
 
