@@ -107,3 +107,25 @@ def may_remove(
     if actor_is_target and owners_left_after == 0:
         return ProofDecision(False, "last_owner")
     return ProofDecision(True)
+
+
+def account_kind_allowed(
+    *,
+    registration_types: Sequence[str],
+    registration_type: str,
+    account_kind: str,
+    company_accounts_held: int,
+) -> ProofDecision:
+    """Seed 003: where a tenant separates private, company and administrator users, a private
+    user binds private accounts, a company user one company account, and an administrator
+    any number of company accounts. Tenants with only private registration accept any kind."""
+    if set(registration_types) <= {"private"}:
+        return ProofDecision(True)
+    if registration_type == "private":
+        ok = account_kind == "private"
+        return ProofDecision(ok, "" if ok else "account_kind_needs_company_user")
+    if account_kind != "company":
+        return ProofDecision(False, "account_kind_needs_private_user")
+    if registration_type == "company" and company_accounts_held >= 1:
+        return ProofDecision(False, "company_user_has_one_account")
+    return ProofDecision(True)

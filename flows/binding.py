@@ -1,0 +1,329 @@
+"""Binding a login to customer accounts: by a proof from the bill, or by national identity.
+
+Seeds 000, 001 and 004: a user types the customer number and one proof the tenant accepts
+(PIN, activation code on the bill, or a previous invoice number). Failed proofs count per
+customer number across all users (``bind:<tenant>:<number>``), so spreading guesses over many
+accounts does not help, and a wrong proof for a number that does not exist counts and answers
+exactly like one for a number that does: the answer never tells which numbers exist.
+
+Seed 002: after a MitID or FTN login the tenant may bind every account whose national id HMAC
+matches, and hand the page the customer record's name, email and phone to prefill.
+
+The caller owns the transaction: these functions add rows and audit records to ``db`` and
+never commit, so a binding and its audit record are saved together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from broker import audit
+from broker.attempts import record_failure, record_success, reserve_attempt, rule_from_config
+from broker.config import TenantConfig
+from broker.customers.digests import national_id_hmac, proof_hmac
+from broker.customers.registry import CustomerRecord, CustomerRegistry, registry_for
+from broker.models import Binding, CustomerAccount, Staff, User, utcnow
+from policies.binding import (
+    account_kind_allowed,
+    may_remove,
+    normalise_customer_number,
+    normalise_proof_value,
+    pin_expired,
+    proof_allowed,
+    proof_matches,
+    role_for_new_binding,
+)
+
+NATIONAL_ID_PROOF = "national_id"
+
+
+@dataclass(frozen=True)
+class BindingResult:
+    """``reason`` when not ok: proof_not_accepted, missing_input, locked, wrong_proof,
+    pin_expired, or an account-kind rule (account_kind_needs_company_user, ...)."""
+
+    ok: bool
+    reason: str = ""
+    binding: Binding | None = None
+    locked_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NationalIdResult:
+    """Accounts bound after a MitID/FTN login, and what the profile page may prefill.
+
+    When nothing matched, ``show_support`` is true and ``support`` holds the tenant's phone,
+    hours and email: the customer relation lacks the identity code and only support can add it.
+    """
+
+    ok: bool
+    reason: str = ""
+    bindings: list[Binding] = field(default_factory=list)
+    accounts: list[dict[str, Any]] = field(default_factory=list)
+    prefill: dict[str, str] = field(default_factory=dict)
+    show_support: bool = False
+    support: dict[str, str] = field(default_factory=dict)
+
+
+def binding_attempt_key(tenant: str, customer_number: str) -> str:
+    return f"bind:{tenant}:{customer_number}"
+
+
+def bind_with_proof(
+    db: Session,
+    tenant_cfg: TenantConfig,
+    hmac_key: str,
+    user: User,
+    customer_number: str,
+    proof_kind: str,
+    proof_value: str,
+    source_address: str | None,
+    *,
+    registry: CustomerRegistry | None = None,
+    now: datetime | None = None,
+) -> BindingResult:
+    """Bind ``user`` to the account ``customer_number`` when ``proof_value`` proves it."""
+    now = now or utcnow()
+    tenant = tenant_cfg.slug
+
+    def refuse(reason: str, account_id: int | None = None, **extra: Any) -> BindingResult:
+        audit.record(
+            db, "binding_failed", tenant=tenant, actor_type="user", actor_id=user.id,
+            target_user_id=user.id, source_address=source_address, reason=reason,
+            outcome="refused", proof=proof_kind, customer_account_id=account_id,
+        )
+        return BindingResult(False, reason, **extra)
+
+    decision = proof_allowed(tenant_cfg.binding.proofs, proof_kind)
+    if not decision.allowed:
+        return refuse(decision.reason)
+    number = normalise_customer_number(customer_number)
+    if not number or not normalise_proof_value(proof_value):
+        return refuse("missing_input")
+
+    key = binding_attempt_key(tenant, number)
+    rule = rule_from_config(tenant_cfg.lockout)
+    reservation = reserve_attempt(db, key, rule, now=now)
+    if not reservation.allowed:
+        return refuse("locked", locked_until=reservation.locked_until)
+
+    record = (registry or registry_for(db, tenant)).find_by_number(number)
+    candidate = proof_hmac(hmac_key, proof_kind, proof_value)
+    digests = record.proof_digests(proof_kind) if record else [None]
+    if not proof_matches(candidate, digests) or record is None:
+        locked_until = record_failure(db, key, rule, now=now)
+        return refuse(
+            "wrong_proof", record.account_id if record else None, locked_until=locked_until
+        )
+    if proof_kind == "pin" and pin_expired(
+        record.pin_expires_at.timestamp() if record.pin_expires_at else None, now.timestamp()
+    ):
+        # The right PIN, too late: the try stays counted (like every try) and nothing binds.
+        return refuse("pin_expired", record.account_id)
+
+    kind_rule = account_kind_allowed(
+        registration_types=tenant_cfg.registration_types,
+        registration_type=user.registration_type,
+        account_kind=record.kind,
+        company_accounts_held=_company_accounts_held(db, user.id),
+    )
+    if not kind_rule.allowed:
+        record_success(db, key)
+        return refuse(kind_rule.reason, record.account_id)
+
+    record_success(db, key)
+    role = role_for_new_binding(proof_kind)
+    binding = grant_binding(db, user, record.account_id, role, proof_kind)
+    if proof_kind == "pin" and record.pin_expires_at is not None:
+        _consume_sent_pin(db, record.account_id)
+    audit.record(
+        db, "customer_bound", tenant=tenant, actor_type="user", actor_id=user.id,
+        target_user_id=user.id, source_address=source_address, reason=proof_kind,
+        customer_account_id=record.account_id, role=binding.role,
+    )
+    return BindingResult(True, binding=binding)
+
+
+def bind_by_national_id(
+    db: Session,
+    tenant: TenantConfig,
+    hmac_key: str,
+    user: User,
+    national_id: str,
+    source: str | None,
+    *,
+    country: str | None = None,
+    registry: CustomerRegistry | None = None,
+) -> NationalIdResult:
+    """After a MitID/FTN login: bind every account with this national id (seed 002)."""
+    support = {
+        "phone": tenant.support_phone, "hours": tenant.support_hours, "email": tenant.support_email
+    }
+    if not tenant.binding.national_id_match:
+        return NationalIdResult(False, "national_id_match_disabled")
+    if not national_id.strip():
+        return NationalIdResult(False, "no_national_id", show_support=True, support=support)
+    digest = national_id_hmac(hmac_key, national_id, country or tenant.country)
+    records = (registry or registry_for(db, tenant.slug)).find_by_national_id_hmac(digest)
+    if not records:
+        audit.record(
+            db, "binding_failed", tenant=tenant.slug, actor_type="user", actor_id=user.id,
+            target_user_id=user.id, source_address=source, reason="no_national_id_match",
+            outcome="refused", proof=NATIONAL_ID_PROOF,
+        )
+        return NationalIdResult(False, "no_match", show_support=True, support=support)
+    bindings = []
+    for record in records:
+        binding = grant_binding(db, user, record.account_id, "owner", NATIONAL_ID_PROOF)
+        bindings.append(binding)
+        audit.record(
+            db, "customer_bound", tenant=tenant.slug, actor_type="user", actor_id=user.id,
+            target_user_id=user.id, source_address=source, reason=NATIONAL_ID_PROOF,
+            customer_account_id=record.account_id, role=binding.role,
+        )
+    return NationalIdResult(
+        True,
+        bindings=bindings,
+        accounts=[_describe(record, "owner") for record in records],
+        prefill=_prefill(records),
+    )
+
+
+def customer_accounts_for(db: Session, user_id: int) -> list[dict[str, Any]]:
+    """What the ``customer_accounts`` claim says about a user: one query."""
+    rows = db.execute(
+        select(CustomerAccount.number, CustomerAccount.kind, Binding.role, CustomerAccount.name)
+        .join(Binding, Binding.customer_account_id == CustomerAccount.id)
+        .where(Binding.user_id == user_id)
+        .order_by(CustomerAccount.number)
+    ).all()
+    return [
+        {"number": number, "kind": kind, "role": role, "name": name}
+        for number, kind, role, name in rows
+    ]
+
+
+@dataclass(frozen=True)
+class UnbindResult:
+    ok: bool
+    reason: str = ""
+
+
+def unbind(
+    db: Session,
+    tenant: TenantConfig,
+    binding: Binding,
+    *,
+    actor_user: User | None = None,
+    actor_staff: Staff | None = None,
+    source_address: str | None = None,
+    reason: str | None = None,
+) -> UnbindResult:
+    """Remove a user's access to an account: an owner (or the user themself), or support.
+
+    An owner may not remove themself while they are the last owner: the account would be left
+    with nobody who can invite or remove. Support staff may (audited, with their reason).
+    """
+    owners = db.scalar(
+        select(func.count(Binding.id)).where(
+            Binding.customer_account_id == binding.customer_account_id, Binding.role == "owner"
+        )
+    ) or 0
+    owners_after = owners - (1 if binding.role == "owner" else 0)
+    if actor_staff is not None:
+        actor_type, actor_id = "staff", actor_staff.id
+    elif actor_user is not None:
+        actor_type, actor_id = "user", actor_user.id
+        actor_binding = db.scalar(
+            select(Binding).where(
+                Binding.user_id == actor_user.id,
+                Binding.customer_account_id == binding.customer_account_id,
+            )
+        )
+        decision = may_remove(
+            actor_role=actor_binding.role if actor_binding else None,
+            actor_is_target=binding.user_id == actor_user.id,
+            owners_left_after=owners_after,
+        )
+        if not decision.allowed:
+            audit.record(
+                db, "customer_unbound", tenant=tenant.slug, actor_type=actor_type,
+                actor_id=actor_id, target_user_id=binding.user_id,
+                source_address=source_address, reason=decision.reason, outcome="refused",
+                customer_account_id=binding.customer_account_id,
+            )
+            return UnbindResult(False, decision.reason)
+    else:
+        raise ValueError("unbind needs actor_user or actor_staff")
+    audit.record(
+        db, "customer_unbound", tenant=tenant.slug, actor_type=actor_type, actor_id=actor_id,
+        target_user_id=binding.user_id, source_address=source_address, reason=reason,
+        customer_account_id=binding.customer_account_id, role=binding.role,
+        owners_left=owners_after,
+    )
+    db.delete(binding)
+    db.flush()
+    return UnbindResult(True)
+
+
+def grant_binding(
+    db: Session, user: User, account_id: int, role: str, proof: str,
+    granted_by: int | None = None,
+) -> Binding:
+    """Create the binding, or raise an existing delegate to owner when a proof was shown."""
+    binding = db.scalar(
+        select(Binding).where(Binding.user_id == user.id, Binding.customer_account_id == account_id)
+    )
+    if binding is None:
+        binding = Binding(
+            user_id=user.id, customer_account_id=account_id, role=role, proof=proof,
+            granted_by_user_id=granted_by,
+        )
+        db.add(binding)
+    elif role == "owner" and binding.role != "owner":
+        binding.role = "owner"
+        binding.proof = proof
+    db.flush()
+    return binding
+
+
+def _consume_sent_pin(db: Session, account_id: int) -> None:
+    """A PIN the broker sent (it has an expiry) works once."""
+    account = db.get(CustomerAccount, account_id)
+    if account is not None:
+        account.pin_hmac = None
+        account.pin_expires_at = None
+
+
+def _company_accounts_held(db: Session, user_id: int) -> int:
+    return db.scalar(
+        select(func.count(Binding.id))
+        .join(CustomerAccount, CustomerAccount.id == Binding.customer_account_id)
+        .where(Binding.user_id == user_id, CustomerAccount.kind == "company")
+    ) or 0
+
+
+def _describe(record: CustomerRecord, role: str) -> dict[str, Any]:
+    return {
+        "number": record.number, "kind": record.kind, "role": role, "name": record.name,
+        "address": record.address_label,
+    }
+
+
+def _prefill(records: list[CustomerRecord]) -> dict[str, str]:
+    """Name, email and phone from the register, private accounts first; the page lets the
+    user edit them before anything is saved to the profile."""
+    ordered = sorted(records, key=lambda r: (r.kind != "private", r.number))
+    prefill: dict[str, str] = {}
+    for field_name in ("name", "email", "phone"):
+        for record in ordered:
+            value = getattr(record, field_name)
+            if value:
+                prefill[field_name] = value
+                break
+    return prefill
