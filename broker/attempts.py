@@ -1,0 +1,248 @@
+"""Exact attempt counters for guessable secrets: passwords, TOTP codes, activation codes, PINs.
+
+One attempt is *reserved* atomically before the secret is checked, so the limit holds however
+many broker processes check guesses at once:
+
+1. ``UPDATE ... SET failures = failures + 1 WHERE not locked RETURNING failures`` takes one try.
+   PostgreSQL's row lock makes concurrent reservations queue and re-read the row, SQLite's
+   ``BEGIN IMMEDIATE`` serialises writers, so exactly ``max_attempts`` reservations succeed.
+2. The reservation that takes the last try also sets the lock (with growth) in the same
+   transaction. If its guess turns out right, ``record_success`` lifts it again; if it was wrong
+   the lock is already in place, and a crash between the two steps can only leave the account
+   locked (temporarily, or until the emailed link or support unlocks it), never open.
+
+Commit the reservation before checking the secret (``authenticate_password`` does): the
+attempt then stays counted even if the request dies, and the row lock is not held during a
+slow hash. The counters for keys live in ``attempt_counters``; a user's password counter
+lives on the ``users`` row (``failed_logins``, ``lock_count``, ``locked_at``, ``locked_until``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, and_, case, delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from policies.lockout import LockoutRule, decide_after_failure, is_locked
+
+from .config import LockoutConfig
+from .models import AttemptCounter, User, utcnow
+
+ATTEMPTS = AttemptCounter.__table__
+USERS = User.__table__
+
+
+def rule_from_config(config: LockoutConfig) -> LockoutRule:
+    """The tenant's lockout settings as the pure rule the counters apply."""
+    return LockoutRule(
+        max_attempts=config.max_attempts,
+        lock_minutes=config.lock_minutes,
+        growth_factor=config.growth_factor,
+        max_lock_minutes=config.max_lock_minutes,
+        until_unlocked=config.until_unlocked,
+    )
+
+
+@dataclass(frozen=True)
+class AttemptReservation:
+    """The answer to "may I check one more guess?".
+
+    ``allowed``: check the secret now, then call ``record_success`` or ``record_failure``.
+    ``locked_until``: when refused, the end of the lock (``LOCKED_UNTIL_UNLOCKED`` for a lock
+    only an unlock ends). ``last_attempt``: this reservation took the final
+    try, so a wrong guess leaves the counter locked (the caller tells the owner once).
+    """
+
+    allowed: bool
+    locked_until: datetime | None = None
+    attempts_left: int = 0
+    last_attempt: bool = False
+
+
+@dataclass(frozen=True)
+class _Counter:
+    """Where one counter lives: a row of a table and the names of its columns."""
+
+    table: Table
+    row: ColumnElement[bool]
+    failures: str
+    lock_count: str
+    locked_until: str
+    stamp: str
+    stamp_on_lock_only: bool
+
+    def column(self, name: str) -> Any:
+        return self.table.c[name]
+
+
+def _key_counter(key: str) -> _Counter:
+    return _Counter(
+        ATTEMPTS, ATTEMPTS.c.key == key, "failures", "lock_count", "locked_until",
+        "updated_at", stamp_on_lock_only=False,
+    )
+
+
+def _user_counter(user_id: int) -> _Counter:
+    return _Counter(
+        USERS, USERS.c.id == user_id, "failed_logins", "lock_count", "locked_until",
+        "locked_at", stamp_on_lock_only=True,
+    )
+
+
+def _reserve(
+    db: Session, counter: _Counter, rule: LockoutRule, now: datetime
+) -> AttemptReservation:
+    failures = counter.column(counter.failures)
+    locked_until = counter.column(counter.locked_until)
+    lock_count = counter.column(counter.lock_count)
+    lock_expired = and_(locked_until.is_not(None), locked_until <= now)
+    values: dict[str, Any] = {
+        # An expired lock starts a fresh allowance; growth is kept until a success.
+        counter.failures: case((lock_expired, 1), else_=failures + 1),
+        counter.locked_until: None,
+    }
+    if not counter.stamp_on_lock_only:
+        values[counter.stamp] = now
+    taken = db.execute(
+        update(counter.table)
+        .where(counter.row, or_(locked_until.is_(None), locked_until <= now))
+        .values(values)
+        .returning(failures, lock_count)
+    ).first()
+    if taken is None:
+        current = db.execute(select(locked_until).where(counter.row)).scalar()
+        return AttemptReservation(allowed=False, locked_until=current)
+    count, locks = taken
+    decision = decide_after_failure(rule, failures=count, lock_count=locks, now=now)
+    if not decision.locked:
+        return AttemptReservation(allowed=True, attempts_left=rule.max_attempts - count)
+    db.execute(
+        update(counter.table)
+        .where(counter.row)
+        .values(
+            {
+                counter.lock_count: decision.lock_count,
+                counter.locked_until: decision.locked_until,
+                counter.stamp: now,
+            }
+        )
+    )
+    return AttemptReservation(allowed=True, attempts_left=0, last_attempt=True)
+
+
+def _locked_until(db: Session, counter: _Counter, now: datetime) -> datetime | None:
+    current = db.execute(select(counter.column(counter.locked_until)).where(counter.row)).scalar()
+    return current if is_locked(current, now) else None
+
+
+def _reset(db: Session, counter: _Counter) -> None:
+    values: dict[str, Any] = {
+        counter.failures: 0,
+        counter.lock_count: 0,
+        counter.locked_until: None,
+    }
+    if counter.stamp_on_lock_only:
+        values[counter.stamp] = None
+    else:
+        values[counter.stamp] = utcnow()
+    db.execute(update(counter.table).where(counter.row).values(values))
+
+
+# --- Counters for keys (TOTP, activation codes, binding proofs) --------------------------
+
+
+def _ensure_row(db: Session, key: str, now: datetime) -> None:
+    dialect = db.get_bind().dialect.name
+    if dialect == "postgresql":
+        insert = postgresql_insert(ATTEMPTS)
+    elif dialect == "sqlite":
+        insert = sqlite_insert(ATTEMPTS)
+    else:
+        raise RuntimeError(f"attempt counters need PostgreSQL or SQLite, not {dialect}")
+    db.execute(
+        insert.values(key=key, failures=0, lock_count=0, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+
+
+def reserve_attempt(
+    db: Session, key: str, rule: LockoutRule, now: datetime | None = None
+) -> AttemptReservation:
+    """Take one attempt at the secret named ``key`` before checking it; refused while locked.
+
+    ``key`` names what is guessed, not who guesses: ``totp:<user id>``,
+    ``bind:<tenant>:<customer number>``, so that spreading guesses over users or addresses
+    does not buy more tries.
+    """
+    now = now or utcnow()
+    _ensure_row(db, key, now)
+    return _reserve(db, _key_counter(key), rule, now)
+
+
+def record_success(db: Session, key: str) -> None:
+    """The reserved guess was right: the count and the lock growth start over."""
+    _reset(db, _key_counter(key))
+
+
+def record_failure(
+    db: Session, key: str, rule: LockoutRule, now: datetime | None = None
+) -> datetime | None:
+    """The reserved guess was wrong. Returns ``locked_until`` when the key is now locked
+    (``policies.lockout.LOCKED_UNTIL_UNLOCKED`` for a lock until unlocked), else None.
+
+    The lock itself was set when the last attempt was reserved (see the module docstring), so
+    concurrent failures all report the same lock; use ``AttemptReservation.last_attempt`` to
+    act once on a new lock. ``rule`` is accepted so callers state the rule they guard with.
+    """
+    del rule
+    return _locked_until(db, _key_counter(key), now or utcnow())
+
+
+def unlock(db: Session, key: str) -> None:
+    """Lift a lock (support, or a proof of ownership): the allowance and growth start over."""
+    _reset(db, _key_counter(key))
+
+
+def purge_idle_counters(db: Session, idle_for: timedelta, now: datetime | None = None) -> int:
+    """Delete unlocked counters untouched for ``idle_for`` (guesses at unknown addresses leave
+    one row each). Returns how many went."""
+    now = now or utcnow()
+    result = db.execute(
+        delete(ATTEMPTS).where(
+            ATTEMPTS.c.updated_at < now - idle_for,
+            or_(ATTEMPTS.c.locked_until.is_(None), ATTEMPTS.c.locked_until <= now),
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# --- A user's password counter, on the users row -----------------------------------------
+
+
+def reserve_login_attempt(
+    db: Session, user_id: int, rule: LockoutRule, now: datetime | None = None
+) -> AttemptReservation:
+    """``reserve_attempt`` for the user's password, counted in ``users.failed_logins``."""
+    return _reserve(db, _user_counter(user_id), rule, now or utcnow())
+
+
+def record_login_success(db: Session, user_id: int) -> None:
+    _reset(db, _user_counter(user_id))
+
+
+def record_login_failure(
+    db: Session, user_id: int, rule: LockoutRule, now: datetime | None = None
+) -> datetime | None:
+    """``record_failure`` for the user's password: the lock's end, or None if not locked."""
+    del rule
+    return _locked_until(db, _user_counter(user_id), now or utcnow())
+
+
+def unlock_user(db: Session, user_id: int) -> None:
+    """Lift a user's password lock (unlock link or support)."""
+    _reset(db, _user_counter(user_id))
