@@ -94,3 +94,7 @@ def _load(config_path: str):  # type: ignore[no-untyped-def]
 from .customers.cli import customers as _customers_group  # noqa: E402
 
 main.add_command(_customers_group)
+
+from .messaging.cli import outbox_group as _outbox_group  # noqa: E402
+
+main.add_command(_outbox_group)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..models import OutboxMessage
+from ..models import OutboxMessage, utcnow
 
 
 def enqueue(
@@ -38,3 +39,28 @@ def enqueue(
     )
     db.add(message)
     return message
+
+
+def dead_messages(db: Session, tenant: str, limit: int = 200) -> list[OutboxMessage]:
+    """Messages that will not be delivered, newest first: for support to see and act on."""
+    return list(
+        db.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.tenant == tenant, OutboxMessage.status == "dead")
+            .order_by(OutboxMessage.created_at.desc(), OutboxMessage.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def retry_dead(db: Session, tenant: str, message_id: int) -> bool:
+    """Give a dead message a fresh set of attempts (e.g. after the gateway was fixed)."""
+    message = db.get(OutboxMessage, message_id)
+    if message is None or message.tenant != tenant or message.status != "dead":
+        return False
+    message.status = "pending"
+    message.attempts = 0
+    message.next_attempt_at = utcnow()
+    message.claimed_by = None
+    message.claimed_until = None
+    return True
