@@ -10,7 +10,7 @@ import pytest
 
 from providers import UpstreamError
 
-from .upstream_emulator import (  # noqa: F401 - fixtures
+from .test_providers_support import (  # noqa: F401 - fixtures
     browse_login,
     emulator,
     ftn_keys,
