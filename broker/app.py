@@ -51,6 +51,10 @@ def create_app(config: BrokerConfig | str | Path, *, migrate: bool = False) -> F
 
     _install_request_hooks(app)
     _register_blueprints(app)
+    if config.messaging.run_worker_in_process:
+        from .messaging.worker import start_in_process_worker
+
+        start_in_process_worker(app)
     return app
 
 

@@ -148,7 +148,16 @@ def demo_config(data_dir: Path, host: str = "127.0.0.1") -> BrokerConfig:
             "hmac_key": values["hmac_key"],
             "dev_mode": True,
             "emulator_url": emulator_url,
-            "messaging": {"run_worker_in_process": True, "smtp": {"port": 2525}},
+            "messaging": {
+                "run_worker_in_process": True,
+                "smtp": {"port": 2525},
+                "sms": {
+                    "kind": "webhook",
+                    "url": f"http://{host}:{OUTBOX_PORT}/sms",
+                    "token": "dev-outbox",
+                },
+                "default_sender": "no-reply@demo-broker.test",
+            },
             "tenants": demo_tenants(values["portal"], portal_url, emulator_url),
         },
         "demo config",

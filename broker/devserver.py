@@ -37,4 +37,17 @@ def run_demo(data_dir: Path, host: str = "127.0.0.1") -> None:
 
 def _extra_servers(config, host):  # type: ignore[no-untyped-def]
     """Demo companions that exist so far (portal, emulator, outbox)."""
-    return []
+    servers = []
+
+    # Dev outbox: catches the demo's email (SMTP) and SMS (webhook) and shows them on a page.
+    from .devoutbox import outbox_server
+
+    servers.append(outbox_server(config, host))
+
+    # Upstream emulator: MitID, FTN, Microsoft, Google and Facebook logins for the demo.
+    if config.dev_mode and config.emulator_url:
+        from emulator.demo import emulator_server
+
+        servers.append(emulator_server(config))
+
+    return servers
