@@ -48,6 +48,7 @@ def create_app(config: BrokerConfig | str | Path, *, migrate: bool = False) -> F
     state = BrokerState(config=config, engine=engine, sessions=database.make_sessionmaker(engine))
     app.extensions["broker"] = state
     _sync_tenants(state)
+    _build_oidc(state)
 
     _install_request_hooks(app)
     _register_blueprints(app)
@@ -68,6 +69,15 @@ def _sync_tenants(state: BrokerState) -> None:
                     session.add(Tenant(slug=slug, name=tenant.name))
     except Exception:
         log.warning("tenant rows not synced; is the database migrated? run: broker db upgrade")
+
+
+def _build_oidc(state: BrokerState) -> None:
+    from .oidc.keys import KeyStore
+    from .oidc.server import build_servers
+
+    keys = KeyStore(state.sessions, state.config.tenants)
+    state.services["keys"] = keys
+    state.services["oidc_servers"] = build_servers(state.config, keys)
 
 
 def _install_request_hooks(app: Flask) -> None:

@@ -6,7 +6,12 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    from . import health, home
+    from . import health, home, login, oidc
 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(home.blueprint)
+    app.register_blueprint(oidc.blueprint)
+    app.register_blueprint(login.blueprint)
+    from .unlock import blueprint as unlock_blueprint
+
+    app.register_blueprint(unlock_blueprint)

@@ -1,0 +1,324 @@
+"""The OpenID Connect endpoints of each tenant's issuer, /t/<tenant>/...
+
+Views parse the request, hand it to the tenant's Authlib server, and commit. A refused token
+request is rolled back; only the revocations that detection of a replay calls for are then
+committed (see broker.oidc.grants.after_rollback).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2 import OAuth2Error
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from .. import login_session
+from ..models import Flow, utcnow
+from ..oidc.claims import CLAIMS_SUPPORTED, user_claims
+from ..oidc.endpoints import find_token
+from ..oidc.server import SCOPES, TenantServer
+from ..security import new_token
+from ..state import current, db
+from .tenancy import current_login, tenant_or_404
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("oidc", __name__, url_prefix="/t/<tenant>")
+
+ACR_LEVELS = {"low": 1, "substantial": 2, "high": 3}
+AUTHORIZE_FLOW_MINUTES = 30
+
+
+@blueprint.before_request
+def _fresh_keys() -> None:
+    """Reload the tenant's key ring (if due) before the request opens its transaction."""
+    tenant = (request.view_args or {}).get("tenant", "")
+    if tenant in current().config.tenants:
+        current().services["keys"].ring(tenant)
+
+
+def server_for(tenant: str) -> TenantServer:
+    tenant_or_404(tenant)
+    return current().services["oidc_servers"][tenant]
+
+
+@blueprint.get("/.well-known/openid-configuration")
+def discovery(tenant: str) -> Response:
+    server = server_for(tenant)
+    issuer = server.issuer
+    methods = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+    return jsonify(
+        issuer=issuer,
+        authorization_endpoint=f"{issuer}/authorize",
+        token_endpoint=f"{issuer}/token",
+        userinfo_endpoint=f"{issuer}/userinfo",
+        jwks_uri=f"{issuer}/jwks",
+        revocation_endpoint=f"{issuer}/revoke",
+        introspection_endpoint=f"{issuer}/introspect",
+        end_session_endpoint=f"{issuer}/logout",
+        scopes_supported=SCOPES,
+        response_types_supported=["code"],
+        response_modes_supported=["query"],
+        grant_types_supported=["authorization_code", "refresh_token"],
+        subject_types_supported=["public"],
+        id_token_signing_alg_values_supported=["RS256", "ES256"],
+        token_endpoint_auth_methods_supported=methods,
+        token_endpoint_auth_signing_alg_values_supported=["RS256", "ES256"],
+        revocation_endpoint_auth_methods_supported=methods,
+        introspection_endpoint_auth_methods_supported=methods,
+        code_challenge_methods_supported=["S256"],
+        claims_supported=CLAIMS_SUPPORTED,
+        acr_values_supported=list(ACR_LEVELS),
+        ui_locales_supported=server.tenant.locales,
+        prompt_values_supported=["none", "login"],
+        authorization_response_iss_parameter_supported=True,
+        backchannel_logout_supported=True,
+        backchannel_logout_session_supported=True,
+        frontchannel_logout_supported=False,
+    )
+
+
+@blueprint.get("/jwks")
+def jwks(tenant: str) -> Response:
+    server = server_for(tenant)
+    response = jsonify(server.keys.ring(tenant).public_jwks)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+def _error_redirect(server: TenantServer, error: OAuth2Error) -> Response:
+    """Errors go back to the portal only when its redirect_uri was verified; else a page."""
+    if not getattr(error, "redirect_uri", None):
+        return (
+            render_template(
+                "oidc/error.html",
+                tenant=server.tenant,
+                error=error.error,
+                description=error.description or "",
+            ),
+            400,
+        )  # type: ignore[return-value]
+    params: list[tuple[str, str]] = [("error", error.error)]
+    if error.description:
+        params.append(("error_description", error.description))
+    state = request.values.get("state")
+    if state:
+        params.append(("state", state))
+    params.append(("iss", server.issuer))
+    return redirect(add_params_to_uri(error.redirect_uri, params))
+
+
+def _required_acr(tenant_min: str | None) -> str | None:
+    """The level the portal demands with acr_values (the lowest of the listed values we know)."""
+    requested = [v for v in request.values.get("acr_values", "").split() if v in ACR_LEVELS]
+    levels = [ACR_LEVELS[v] for v in requested]
+    if tenant_min:
+        levels.append(ACR_LEVELS[tenant_min])
+    if not levels:
+        return None
+    level = min(levels) if requested else max(levels)
+    return next(name for name, value in ACR_LEVELS.items() if value == level)
+
+
+@blueprint.route("/authorize", methods=["GET", "POST"])
+def authorize(tenant: str) -> Response:
+    server = server_for(tenant)
+    login, user = current_login(server.tenant)
+    try:
+        grant = server.get_consent_grant(end_user=user)
+    except OAuth2Error as error:
+        return _error_redirect(server, error)
+
+    prompts = set(request.values.get("prompt", "").split())
+    resumed = _resumed_flow(tenant)
+    fresh = bool(resumed and login and login.auth_time >= resumed.created_at)
+    required = _required_acr(None)
+    needs_login = login is None
+    if login is not None and not fresh:
+        if "login" in prompts:
+            needs_login = True
+        max_age = request.values.get("max_age", "")
+        if max_age.isdigit() and (utcnow() - login.auth_time).total_seconds() > int(max_age):
+            needs_login = True
+    if login is not None and required and ACR_LEVELS.get(login.acr, 0) < ACR_LEVELS[required]:
+        if fresh:
+            error = OAuth2Error(
+                description=f"This login did not reach the assurance level {required}.",
+                redirect_uri=request.values.get("redirect_uri"),
+            )
+            error.error = "unmet_authentication_requirements"
+            return _error_redirect(server, error)
+        needs_login = True
+
+    if needs_login:
+        if "none" in prompts:
+            error = OAuth2Error(redirect_uri=request.values.get("redirect_uri"))
+            error.error = "login_required"
+            return _error_redirect(server, error)
+        return _start_login(tenant, required)
+
+    g.oidc_login = login
+    response = server.create_authorization_response(grant=grant, grant_user=user)
+    if response.location:
+        response.location = add_params_to_uri(response.location, [("iss", server.issuer)])
+    db().commit()
+    return response
+
+
+def _resumed_flow(tenant: str) -> Flow | None:
+    flow_id = request.values.get("resume")
+    if not flow_id:
+        return None
+    flow = db().get(Flow, flow_id)
+    if flow is None or flow.tenant != tenant or flow.kind != "authorize":
+        return None
+    if flow.expires_at <= utcnow():
+        return None
+    return flow
+
+
+def _start_login(tenant: str, required_acr: str | None) -> Response:
+    """Keep the authorization request server-side and send the browser to the login page."""
+    params = [(k, v) for k, v in request.values.items(multi=True) if k != "resume"]
+    flow = Flow(
+        id=new_token(24),
+        tenant=tenant,
+        kind="authorize",
+        state="login",
+        data={
+            "params": params,
+            "required_acr": required_acr,
+            "login_hint": request.values.get("login_hint", ""),
+            "ui_locales": request.values.get("ui_locales", ""),
+            "client_id": request.values.get("client_id", ""),
+        },
+        expires_at=utcnow() + timedelta(minutes=AUTHORIZE_FLOW_MINUTES),
+    )
+    db().add(flow)
+    db().commit()
+    return redirect(url_for("login.login_page", tenant=tenant, flow=flow.id))
+
+
+def resume_url(flow: Flow) -> str:
+    """Where the login page sends the browser once the user is authenticated."""
+    params = [*flow.data.get("params", []), ("resume", flow.id)]
+    return url_for("oidc.authorize", tenant=flow.tenant) + "?" + urlencode(params)
+
+
+def _token_response(server: TenantServer, make: Any) -> Response:
+    session = db()
+    response = make()
+    if response.status_code == 200:
+        session.commit()
+    else:
+        session.rollback()
+        compensations = g.pop("oidc_after_rollback", [])
+        if compensations:
+            for action in compensations:
+                action()
+            session.commit()
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    return response
+
+
+@blueprint.post("/token")
+def token(tenant: str) -> Response:
+    server = server_for(tenant)
+    return _token_response(server, server.create_token_response)
+
+
+@blueprint.post("/revoke")
+def revoke(tenant: str) -> Response:
+    server = server_for(tenant)
+    return _token_response(server, lambda: server.create_endpoint_response("revocation"))
+
+
+@blueprint.post("/introspect")
+def introspect(tenant: str) -> Response:
+    server = server_for(tenant)
+    return _token_response(server, lambda: server.create_endpoint_response("introspection"))
+
+
+@blueprint.route("/userinfo", methods=["GET", "POST"])
+def userinfo(tenant: str) -> Response:
+    tenant_or_404(tenant)
+    header = request.headers.get("Authorization", "")
+    token_string = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    found = find_token(token_string, "access_token") if token_string else None
+    if found is None or not _access_token_usable(found, tenant):
+        response = jsonify(
+            error="invalid_token", error_description="The access token is not valid."
+        )
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        return response
+    row, user = found
+    if "openid" not in row.scope.split():
+        response = jsonify(error="insufficient_scope")
+        response.status_code = 403
+        response.headers["WWW-Authenticate"] = 'Bearer error="insufficient_scope", scope="openid"'
+        return response
+    return jsonify(user_claims(db(), user, row.scope))
+
+
+def _access_token_usable(found: Any, tenant: str) -> bool:
+    row, user = found
+    return (
+        row.tenant == tenant
+        and row.revoked_at is None
+        and row.access_expires_at > utcnow()
+        and user.status == "active"
+    )
+
+
+@blueprint.route("/logout", methods=["GET", "POST"])
+def logout(tenant: str) -> Response:
+    """RP-initiated logout: end the session here, tell portals over the back channel."""
+    from ..oidc import logout as logout_flow
+
+    server = server_for(tenant)
+    login, user = current_login(server.tenant)
+    target = request.values.get("post_logout_redirect_uri")
+    client_id = request.values.get("client_id")
+    hint = request.values.get("id_token_hint")
+    if hint:
+        client_id = logout_flow.client_of_id_token_hint(server, hint) or client_id
+    if target:
+        client = server.query_client(client_id or "")
+        if client is None or target not in client.config.post_logout_redirect_uris:
+            return render_template(
+                "oidc/error.html",
+                tenant=server.tenant,
+                error="invalid_request",
+                description="post_logout_redirect_uri is not registered for this portal.",
+            ), 400  # type: ignore[return-value]
+    if request.method == "GET" and login is not None and not hint:
+        return render_template("oidc/logout_confirm.html", tenant=server.tenant,
+                               values=request.values)  # type: ignore[return-value]
+    if login is not None:
+        logout_flow.end_login_session(server, login)
+        db().commit()
+    if target:
+        state = request.values.get("state")
+        response = redirect(add_params_to_uri(target, [("state", state)] if state else []))
+    else:
+        response = current_app.make_response(
+            render_template("oidc/logged_out.html", tenant=server.tenant)
+        )
+    response.delete_cookie(login_session.cookie_name(tenant), path=f"/t/{tenant}")
+    return response
+
