@@ -61,3 +61,30 @@ def test_provider_keys_are_kept_in_a_private_file_and_reused(tmp_path):
 def test_provider_keys_shorter_than_2048_bits_are_refused():
     with pytest.raises(ValueError):
         generate_provider_keys(1024)
+
+
+def test_the_demo_companion_registers_the_tenants_ftn_keys_and_refuses_without_dev_mode(
+        tmp_path):
+    from broker.config import parse_config
+    from emulator.demo import emulator_server
+
+    metadata_url = "http://127.0.0.1:5002/ftn/.well-known/openid-configuration"
+    config = parse_config({
+        "secret_key": "test-secret-key-0123456789abcdefghijkl",
+        "hmac_key": "test-hmac-key-0123456789abcdefghijklmn",
+        "dev_mode": True,
+        "emulator_url": "http://127.0.0.1:5002",
+        "tenants": {"stadsenergi": {
+            "name": "Stadsenergi", "country": "FI", "login_methods": ["ftn"],
+            "upstreams": {"ftn": {"kind": "ftn", "client_id": "broker-ftn",
+                                  "server_metadata_url": metadata_url,
+                                  "keys_file": str(tmp_path / "ftn-keys.json")}},
+        }},
+    })
+    name, app, port, link = emulator_server(config)
+    assert (name, port, link) == ("emulator", 5002, "http://127.0.0.1:5002/")
+    registered = app.extensions["emulator"].client("ftn", "broker-ftn")
+    keys = load_or_create_provider_keys(tmp_path / "ftn-keys.json")
+    assert registered.jwks == keys.public_jwks()
+    with pytest.raises(EmulatorRefused):
+        emulator_server(config.model_copy(update={"dev_mode": False}))
