@@ -1,0 +1,207 @@
+"""Login with email and password, with the tenant's lockout.
+
+The order of steps is the security argument:
+
+1. The email is normalised and looked up. An unknown email still takes an attempt from a
+   counter of its own (keyed by an HMAC of tenant and email) and still costs one argon2 verify,
+   so neither the answers, their sequence (invalid, invalid, locked) nor the time taken tell
+   whether the address is registered.
+2. One attempt is reserved on the user's row and committed *before* the hash is checked:
+   however many processes guess at once, exactly ``max_attempts`` guesses reach the hash, and a
+   locked account refuses even the right password.
+3. Only a right password may learn that the account is pending activation or disabled; a
+   wrong one always hears "invalid".
+
+``authenticate_password`` commits its own work (the reservation, then the outcome), so the
+caller should not have uncommitted changes it might want to roll back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker import audit
+from broker.attempts import (
+    AttemptReservation,
+    record_failure,
+    record_login_failure,
+    record_login_success,
+    reserve_attempt,
+    reserve_login_attempt,
+    rule_from_config,
+)
+from broker.config import TenantConfig
+from broker.models import User, utcnow
+from broker.passwords import hash_password, needs_rehash, verify_password
+from broker.security import keyed_hmac
+
+from .unlock import send_unlock_link
+
+Outcome = Literal["ok", "invalid", "locked", "not_activated", "disabled"]
+
+
+@dataclass(frozen=True)
+class PasswordLoginResult:
+    """``user`` is set only for ``ok``; ``locked_until`` only for ``locked`` (the far-future
+    ``policies.lockout.LOCKED_UNTIL_UNLOCKED`` when only an unlock ends it)."""
+
+    outcome: Outcome
+    user: User | None = None
+    locked_until: datetime | None = None
+
+
+def normalise_email(email: str) -> str:
+    """The form in which emails are stored and looked up: trimmed and lower-case."""
+    return email.strip().lower()
+
+
+def unknown_email_key(tenant: str, email: str, hmac_key: str) -> str:
+    """The attempt counter for an address with no account; keyed so the table leaks no emails."""
+    return "login-unknown:" + keyed_hmac(hmac_key, f"{tenant}\x00{email}", purpose="login-email")
+
+
+def authenticate_password(
+    db: Session,
+    tenant: TenantConfig,
+    email: str,
+    password: str,
+    *,
+    source_address: str | None,
+    hmac_key: str,
+    public_url: str,
+    now: datetime | None = None,
+) -> PasswordLoginResult:
+    """Check one email + password guess at ``tenant``, counting it against the lockout."""
+    now = now or utcnow()
+    email = normalise_email(email)
+    rule = rule_from_config(tenant.lockout)
+    user = db.scalar(select(User).where(User.tenant == tenant.slug, User.email == email))
+    if user is None:
+        return _unknown_email(db, tenant, email, password, source_address, hmac_key, now)
+
+    reservation = reserve_login_attempt(db, user.id, rule, now)
+    db.commit()
+    if not reservation.allowed:
+        _audit_failure(db, tenant, user.id, source_address, "account locked")
+        db.commit()
+        return PasswordLoginResult("locked", locked_until=reservation.locked_until)
+
+    if not verify_password(tenant, user.password_hash, password):
+        locked_until = record_login_failure(db, user.id, rule, now)
+        _audit_failure(db, tenant, user.id, source_address, "wrong password")
+        if locked_until is not None and reservation.last_attempt:
+            _announce_lock(db, tenant, user, locked_until, source_address, public_url, now)
+        db.commit()
+        if locked_until is not None:
+            return PasswordLoginResult("locked", locked_until=locked_until)
+        return PasswordLoginResult("invalid")
+
+    record_login_success(db, user.id)
+    db.refresh(user)
+    if user.status != "active":
+        outcome: Outcome = "not_activated" if user.status == "pending" else "disabled"
+        _audit_failure(db, tenant, user.id, source_address, outcome.replace("_", " "))
+        db.commit()
+        return PasswordLoginResult(outcome)
+    if user.password_hash and needs_rehash(tenant, user.password_hash):
+        user.password_hash = hash_password(tenant, password)
+    user.last_login_at = now
+    audit.record(
+        db,
+        "login_succeeded",
+        tenant=tenant.slug,
+        actor_type="user",
+        actor_id=user.id,
+        target_user_id=user.id,
+        source_address=source_address,
+        method="password",
+    )
+    db.commit()
+    return PasswordLoginResult("ok", user=user)
+
+
+def _unknown_email(
+    db: Session,
+    tenant: TenantConfig,
+    email: str,
+    password: str,
+    source_address: str | None,
+    hmac_key: str,
+    now: datetime,
+) -> PasswordLoginResult:
+    """The same steps, answers and cost as for a registered address, without an account."""
+    rule = rule_from_config(tenant.lockout)
+    key = unknown_email_key(tenant.slug, email, hmac_key)
+    reservation: AttemptReservation = reserve_attempt(db, key, rule, now)
+    db.commit()
+    if not reservation.allowed:
+        _audit_failure(db, tenant, None, source_address, "account locked")
+        db.commit()
+        return PasswordLoginResult("locked", locked_until=reservation.locked_until)
+    verify_password(tenant, None, password)
+    locked_until = record_failure(db, key, rule, now)
+    _audit_failure(db, tenant, None, source_address, "unknown email")
+    if locked_until is not None and reservation.last_attempt:
+        audit.record(
+            db,
+            "account_locked",
+            tenant=tenant.slug,
+            source_address=source_address,
+            reason="failed password attempts at an unknown email",
+            outcome="locked",
+        )
+    db.commit()
+    if locked_until is not None:
+        return PasswordLoginResult("locked", locked_until=locked_until)
+    return PasswordLoginResult("invalid")
+
+
+def _audit_failure(
+    db: Session,
+    tenant: TenantConfig,
+    user_id: int | None,
+    source_address: str | None,
+    reason: str,
+) -> None:
+    audit.record(
+        db,
+        "login_failed",
+        tenant=tenant.slug,
+        actor_type="user" if user_id else "anonymous",
+        actor_id=user_id,
+        target_user_id=user_id,
+        source_address=source_address,
+        reason=reason,
+        outcome="refused",
+        method="password",
+    )
+
+
+def _announce_lock(
+    db: Session,
+    tenant: TenantConfig,
+    user: User,
+    locked_until: datetime,
+    source_address: str | None,
+    public_url: str,
+    now: datetime,
+) -> None:
+    """Audit the new lock and email the owner an unlock link, in the same transaction."""
+    audit.record(
+        db,
+        "account_locked",
+        tenant=tenant.slug,
+        target_user_id=user.id,
+        source_address=source_address,
+        reason=f"{tenant.lockout.max_attempts} failed password attempts",
+        outcome="locked",
+        locked_until=locked_until.isoformat(),
+    )
+    send_unlock_link(
+        db, tenant, user, locked_until=locked_until, public_url=public_url, now=now
+    )

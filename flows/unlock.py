@@ -1,0 +1,225 @@
+"""Unlocking a locked account: the emailed single-use link, and support's unlock.
+
+The link is sent when the lock happens (``send_unlock_link``). Opening it shows a confirm page
+and only the POST consumes it, so mail scanners that fetch links do not spend it. The token is
+random (256 bits) and stored as a SHA-256 digest in a ``Verification`` row of purpose
+``unlock``; consuming is one conditional UPDATE, so a link works once even when clicked twice at
+the same moment. When the tenant says an unlock requires a new password, consuming the link
+also clears the old password: the lock is lifted, but only a password reset lets the user in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.orm import Session
+
+from broker import audit
+from broker.attempts import unlock_user
+from broker.config import TenantConfig
+from broker.messaging.outbox import enqueue
+from broker.models import User, Verification, utcnow
+from broker.security import new_token, sha256_hex
+from policies.lockout import is_until_unlocked
+
+UNLOCK_LINK_TTL = timedelta(hours=24)
+PURPOSE = "unlock"
+
+
+def unlock_url(public_url: str, tenant: str, token: str) -> str:
+    return f"{public_url.rstrip('/')}/t/{tenant}/unlock/{token}"
+
+
+def forgot_password_path(tenant: str) -> str:
+    return f"/t/{tenant}/forgot-password"
+
+
+def send_unlock_link(
+    db: Session,
+    tenant: TenantConfig,
+    user: User,
+    *,
+    locked_until: datetime,
+    public_url: str,
+    now: datetime | None = None,
+) -> str:
+    """Store a new unlock link for ``user`` and queue the lock email; returns the token.
+
+    Runs in the caller's transaction, so the email exists exactly when the lock was recorded.
+    """
+    now = now or utcnow()
+    token = new_token()
+    db.add(
+        Verification(
+            tenant=tenant.slug,
+            user_id=user.id,
+            purpose=PURPOSE,
+            method="link",
+            target=user.email or "",
+            secret_digest=sha256_hex(token),
+            max_attempts=1,
+            created_at=now,
+            last_sent_at=now,
+            expires_at=now + UNLOCK_LINK_TTL,
+        )
+    )
+    if user.email:
+        enqueue(
+            db,
+            tenant=tenant.slug,
+            channel="email",
+            recipient=user.email,
+            subject=f"Your {tenant.name} account is locked",
+            body_text=_lock_email(tenant, locked_until, unlock_url(public_url, tenant.slug, token)),
+            sender_name=tenant.sender_name or tenant.name,
+        )
+    return token
+
+
+def _lock_email(tenant: TenantConfig, locked_until: datetime, link: str) -> str:
+    if is_until_unlocked(locked_until):
+        duration = "It stays locked until it is unlocked."
+    else:
+        duration = f"It unlocks by itself at {locked_until:%Y-%m-%d %H:%M} UTC."
+    reset = (
+        " You will then be asked to choose a new password."
+        if tenant.lockout.unlock_requires_password_reset
+        else ""
+    )
+    contact = " or ".join(part for part in (tenant.support_phone, tenant.support_email) if part)
+    lines = [
+        "Hello,",
+        "",
+        f"Your {tenant.name} account was locked after {tenant.lockout.max_attempts} attempts "
+        f"with a wrong password. {duration}",
+        "",
+        f"If it was you, you can unlock it now with this link (valid for "
+        f"{int(UNLOCK_LINK_TTL.total_seconds() // 3600)} hours, usable once):{reset}",
+        link,
+        "",
+        "If it was not you, someone may be guessing your password. Unlocking is safe; "
+        "consider choosing a new password.",
+    ]
+    if contact:
+        lines += ["", f"Questions? Contact {tenant.name} customer service: {contact}."]
+    return "\n".join(lines) + "\n"
+
+
+def _live_link(token: str, tenant: str, now: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (
+        Verification.tenant == tenant,
+        Verification.purpose == PURPOSE,
+        Verification.secret_digest == sha256_hex(token),
+        Verification.consumed_at.is_(None),
+        Verification.expires_at > now,
+    )
+
+
+def unlock_link_is_valid(
+    db: Session, tenant: TenantConfig, token: str, now: datetime | None = None
+) -> bool:
+    """True while the link is unused and unexpired (for the confirm page; does not consume)."""
+    live = _live_link(token, tenant.slug, now or utcnow())
+    return db.scalar(select(Verification.id).where(*live)) is not None
+
+
+@dataclass(frozen=True)
+class UnlockResult:
+    """``unlocked``: the link was good and is now spent. ``password_reset_required``: the old
+    password was cleared, so the user must go through forgotten password next."""
+
+    unlocked: bool
+    password_reset_required: bool = False
+    user_id: int | None = None
+
+
+def consume_unlock_link(
+    db: Session,
+    tenant: TenantConfig,
+    token: str,
+    *,
+    source_address: str | None,
+    now: datetime | None = None,
+) -> UnlockResult:
+    """Spend the link and unlock its user. Single use: a second call finds nothing.
+
+    Commits on success, so the unlock is done before the page says so.
+    """
+    now = now or utcnow()
+    user_id = db.execute(
+        update(Verification)
+        .where(*_live_link(token, tenant.slug, now))
+        .values(consumed_at=now)
+        .returning(Verification.user_id)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    if user_id is None:
+        db.rollback()
+        return UnlockResult(unlocked=False)
+    reset_required = tenant.lockout.unlock_requires_password_reset
+    _unlock(db, tenant, user_id, reset_required=reset_required, now=now)
+    audit.record(
+        db,
+        "account_unlocked",
+        tenant=tenant.slug,
+        actor_type="user",
+        actor_id=user_id,
+        target_user_id=user_id,
+        source_address=source_address,
+        reason="unlock link",
+        password_reset_required=reset_required,
+    )
+    db.commit()
+    return UnlockResult(unlocked=True, password_reset_required=reset_required, user_id=user_id)
+
+
+def unlock_by_support(
+    db: Session,
+    tenant: TenantConfig,
+    user_id: int,
+    *,
+    staff_id: int,
+    reason: str,
+    source_address: str | None,
+) -> None:
+    """Support lifts a lock after checking who is calling; audited with the staff member.
+
+    Runs in the caller's transaction (the console commits).
+    """
+    _unlock(db, tenant, user_id, reset_required=False, now=utcnow())
+    audit.record(
+        db,
+        "account_unlocked",
+        tenant=tenant.slug,
+        actor_type="staff",
+        actor_id=staff_id,
+        target_user_id=user_id,
+        source_address=source_address,
+        reason=reason,
+    )
+
+
+def _unlock(
+    db: Session, tenant: TenantConfig, user_id: int, *, reset_required: bool, now: datetime
+) -> None:
+    unlock_user(db, user_id)
+    # Every other unlock link of this user is spent too: one unlock ends the episode.
+    db.execute(
+        update(Verification)
+        .where(
+            Verification.user_id == user_id,
+            Verification.purpose == PURPOSE,
+            Verification.consumed_at.is_(None),
+        )
+        .values(consumed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if reset_required:
+        db.execute(
+            update(User)
+            .where(User.id == user_id, User.tenant == tenant.slug)
+            .values(password_hash=None)
+            .execution_options(synchronize_session=False)
+        )
