@@ -241,3 +241,16 @@ def test_the_last_owner_cannot_unbind_themself_but_a_co_owner_can_remove_them(br
         assert _bind(broker, db, "fjordvarme", ola, NUMBER, "pin", ROW["pin"]).ok
         assert unbind(db, broker.tenant("fjordvarme"), first, actor_user=ola).ok
         assert customer_accounts_for(db, kari.id) == []
+
+
+def test_the_fast_digest_is_the_same_keyed_hmac_the_rest_of_the_broker_computes():
+    from broker.customers.digests import keyed_hmac_fast, national_id_hmac
+    from broker.security import keyed_hmac
+
+    key = "k" * 40
+    assert keyed_hmac_fast(key, "123456", purpose="customer.pin") == keyed_hmac(
+        key, "123456", purpose="customer.pin"
+    )
+    assert national_id_hmac(key, "010190-1234", "DK") == keyed_hmac(
+        key, "0101901234", purpose="national_id"
+    )
