@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from broker import audit
 from broker.attempts import unlock_user
 from broker.config import TenantConfig
-from broker.messaging.outbox import enqueue
+from broker.messaging.compose import InvalidEmailAddress, send_email
 from broker.models import User, Verification, utcnow
 from broker.security import new_token, sha256_hex
 from policies.lockout import is_until_unlocked
@@ -66,45 +66,17 @@ def send_unlock_link(
         )
     )
     if user.email:
-        enqueue(
-            db,
-            tenant=tenant.slug,
-            channel="email",
-            recipient=user.email,
-            subject=f"Your {tenant.name} account is locked",
-            body_text=_lock_email(tenant, locked_until, unlock_url(public_url, tenant.slug, token)),
-            sender_name=tenant.sender_name or tenant.name,
-        )
+        link = unlock_url(public_url, tenant.slug, token)
+        try:
+            send_email(
+                db, tenant, user.email, "account_locked", user.locale or tenant.default_locale,
+                link=link, locked_until=locked_until,
+                until_unlocked=is_until_unlocked(locked_until),
+                password_reset_required=tenant.lockout.unlock_requires_password_reset,
+            )
+        except InvalidEmailAddress:
+            pass  # an address no mail server takes; support and the lock's expiry remain
     return token
-
-
-def _lock_email(tenant: TenantConfig, locked_until: datetime, link: str) -> str:
-    if is_until_unlocked(locked_until):
-        duration = "It stays locked until it is unlocked."
-    else:
-        duration = f"It unlocks by itself at {locked_until:%Y-%m-%d %H:%M} UTC."
-    reset = (
-        " You will then be asked to choose a new password."
-        if tenant.lockout.unlock_requires_password_reset
-        else ""
-    )
-    contact = " or ".join(part for part in (tenant.support_phone, tenant.support_email) if part)
-    lines = [
-        "Hello,",
-        "",
-        f"Your {tenant.name} account was locked after {tenant.lockout.max_attempts} attempts "
-        f"with a wrong password. {duration}",
-        "",
-        f"If it was you, you can unlock it now with this link (valid for "
-        f"{int(UNLOCK_LINK_TTL.total_seconds() // 3600)} hours, usable once):{reset}",
-        link,
-        "",
-        "If it was not you, someone may be guessing your password. Unlocking is safe; "
-        "consider choosing a new password.",
-    ]
-    if contact:
-        lines += ["", f"Questions? Contact {tenant.name} customer service: {contact}."]
-    return "\n".join(lines) + "\n"
 
 
 def _live_link(token: str, tenant: str, now: datetime) -> tuple[ColumnElement[bool], ...]:
