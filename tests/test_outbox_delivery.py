@@ -307,3 +307,25 @@ def test_a_worker_never_takes_a_message_claimed_by_a_live_worker(sqlite_url, smt
     assert claim(state.sessions, "worker-2", max_attempts=8) == []
     assert run_once(state, "worker-2", settings=FAST) == 0
     assert mailbox.messages == []
+
+
+def test_the_demo_delivers_from_a_thread_inside_the_broker(sqlite_url, smtp_port, mailbox):
+    from broker.app import create_app
+
+    config = make_config(sqlite_url, messaging={
+        "smtp": {"port": smtp_port}, "default_sender": SENDER, "run_worker_in_process": True,
+    })
+    app = create_app(config)
+    state = app.extensions["broker"]
+    in_process = state.services["outbox_worker"]
+    try:
+        assert worker.start_in_process_worker(app) is in_process, "one thread per app"
+        queued = enqueue_activation(state)
+        for _ in range(200):
+            if mailbox.messages:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        in_process.shutdown()
+    assert mailbox.message_ids() == [f"<{queued.message_key}@utility.test>"]
+    assert not in_process.thread.is_alive()
