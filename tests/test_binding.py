@@ -3,12 +3,14 @@ PIN expiry, national-id binding after MitID/FTN, account kinds, and who may unbi
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
 from broker.customers.digests import proof_hmac
+from broker.customers.importer import import_stream
 from broker.models import AuditEvent, Binding, CustomerAccount, utcnow
 from flows.binding import (
     bind_by_national_id,
@@ -17,7 +19,7 @@ from flows.binding import (
     unbind,
 )
 
-from .customers_support import Broker, customer_rows
+from .customers_support import Broker, as_csv, customer_rows
 
 # Customer 100001 of customer_rows(): the proofs printed on the bill.
 NUMBER = "100001"
@@ -160,12 +162,6 @@ def test_mitid_login_binds_every_account_with_the_cpr_and_prefills_the_profile(b
         update={"binding": broker.tenant("aaro-vand").binding.model_copy(
             update={"national_id_match": True})}
     )
-    import io
-
-    from broker.customers.importer import import_stream
-
-    from .customers_support import as_csv
-
     import_stream(broker.engine, tenant, broker.hmac_key, io.StringIO(as_csv(rows)), "csv")
     cpr_as_mitid_sends_it = rows[1]["national_id"].replace("-", "")
     with broker.session() as db:
