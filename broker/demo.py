@@ -49,8 +49,11 @@ def _upstream(kind: str, emulator_url: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def demo_tenants(portal_secret: str, portal_url: str, emulator_url: str) -> dict[str, Any]:
-    """The five seed utilities as tenants."""
+def demo_tenants(
+    portal_secret: str, portal_url: str, emulator_url: str, keys_dir: Path | None = None
+) -> dict[str, Any]:
+    """The five seed utilities as tenants. ``keys_dir`` keeps our FTN signing/encryption keys."""
+    ftn_keys = {"keys_file": str(keys_dir / "ftn-keys.json")} if keys_dir else {}
     tenants: dict[str, Any] = {
         # Seed 000: Danish water and waste utility. MitID or email + password, bill code binding.
         "aaro-vand": {
@@ -94,7 +97,7 @@ def demo_tenants(portal_secret: str, portal_url: str, emulator_url: str) -> dict
             "password_policy": {"preset": "fi-energy"},
             "binding": {"proofs": ["pin"], "national_id_match": True},
             "upstreams": {"ftn": _upstream("ftn", emulator_url, dialect="op",
-                                           allow_national_id=True)},
+                                           allow_national_id=True, **ftn_keys)},
         },
         # Seed 003: Spanish water utility. Registration types, activation link, then password.
         "aguas-del-valle": {
@@ -158,7 +161,7 @@ def demo_config(data_dir: Path, host: str = "127.0.0.1") -> BrokerConfig:
                 },
                 "default_sender": "no-reply@demo-broker.test",
             },
-            "tenants": demo_tenants(values["portal"], portal_url, emulator_url),
+            "tenants": demo_tenants(values["portal"], portal_url, emulator_url, data_dir),
         },
         "demo config",
     )

@@ -27,6 +27,8 @@ def run_demo(data_dir: Path, host: str = "127.0.0.1") -> None:
         name, app, port, link = extra
         threads.append(_serve(app, host, port))
         links[name] = link
+        if name == "portal":
+            links.update({slug: f"{link}/{slug}/" for slug in config.tenants})
     print(f"Broker demo on {config.public_url}/  (Ctrl-C stops it)", flush=True)
     try:
         for thread in threads:
@@ -50,4 +52,11 @@ def _extra_servers(config, host):  # type: ignore[no-untyped-def]
 
         servers.append(emulator_server(config))
 
+    # Demo portal: a real OIDC client of each demo tenant, showing the claims it receives.
+    from . import demo as demo_settings
+    from .demo_portal import create_portal
+
+    portal_url = f"http://{host}:{demo_settings.PORTAL_PORT}"
+    portal = create_portal(config, portal_url, config.secret_key + ":portal")
+    servers.append(("portal", portal, demo_settings.PORTAL_PORT, portal_url))
     return servers
