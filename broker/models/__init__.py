@@ -13,7 +13,7 @@ from .identity import (
     Verification,
 )
 from .oidc import AuthorizationCode, SigningKey, Token
-from .operations import AuditEvent, OutboxMessage, Staff
+from .operations import AuditEvent, OutboxMessage, Staff, StaffSession
 
 __all__ = [
     "utcnow",
@@ -32,6 +32,7 @@ __all__ = [
     "RecoveryCode",
     "SigningKey",
     "Staff",
+    "StaffSession",
     "Tenant",
     "Token",
     "User",

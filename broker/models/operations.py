@@ -70,8 +70,31 @@ class Staff(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     password_hash: Mapped[str] = mapped_column(String(255))
     totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_last_step: Mapped[int | None]
     roles: Mapped[list[Any]] = mapped_column(default=list)
     tenants: Mapped[list[Any]] = mapped_column(default=list)
     disabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
+    last_login_at: Mapped[datetime | None]
+
+
+class StaffSession(Base):
+    """A staff login (console cookie or API bearer token); we keep the token's SHA-256.
+
+    ``stage`` is ``totp`` between the password and the TOTP step (a few minutes), then
+    ``full``. Sessions end after ``idle_until`` passes without use, or at ``expires_at``.
+    """
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8), default="cookie")
+    stage: Mapped[str] = mapped_column(String(8), default="full")
+    source_address: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    idle_until: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 16:14:14.236064
+Create Date: (regenerated before the first release)
 """
 from collections.abc import Sequence
 
@@ -52,11 +52,13 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('password_hash', sa.String(length=255), nullable=False),
     sa.Column('totp_secret', sa.String(length=64), nullable=True),
+    sa.Column('totp_last_step', sa.Integer(), nullable=True),
     sa.Column('roles', sa.JSON(), nullable=False),
     sa.Column('tenants', sa.JSON(), nullable=False),
     sa.Column('disabled', sa.Boolean(), nullable=False),
     sa.Column('created_at', broker.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('created_by_staff_id', sa.Integer(), nullable=True),
+    sa.Column('last_login_at', broker.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['created_by_staff_id'], ['staff.id'], name=op.f('fk_staff_created_by_staff_id_staff')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_staff')),
     sa.UniqueConstraint('email', name=op.f('uq_staff_email'))
@@ -145,6 +147,24 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('signing_keys', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_signing_keys_tenant'), ['tenant'], unique=False)
+
+    op.create_table('staff_sessions',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('token_sha256', sa.String(length=64), nullable=False),
+    sa.Column('staff_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('stage', sa.String(length=8), nullable=False),
+    sa.Column('source_address', sa.String(length=64), nullable=True),
+    sa.Column('created_at', broker.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('idle_until', broker.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', broker.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', broker.models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['staff_id'], ['staff.id'], name=op.f('fk_staff_sessions_staff_id_staff'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_staff_sessions')),
+    sa.UniqueConstraint('token_sha256', name=op.f('uq_staff_sessions_token_sha256'))
+    )
+    with op.batch_alter_table('staff_sessions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_staff_sessions_staff_id'), ['staff_id'], unique=False)
 
     op.create_table('users',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -401,6 +421,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_users_tenant'))
 
     op.drop_table('users')
+    with op.batch_alter_table('staff_sessions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_staff_sessions_staff_id'))
+
+    op.drop_table('staff_sessions')
     with op.batch_alter_table('signing_keys', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_signing_keys_tenant'))
 
