@@ -52,6 +52,7 @@ def create_app(config: BrokerConfig | str | Path, *, migrate: bool = False) -> F
 
     _install_request_hooks(app)
     _register_blueprints(app)
+    _protect_forms(app, config)
     if config.messaging.run_worker_in_process:
         from .messaging.worker import start_in_process_worker
 
@@ -109,6 +110,24 @@ def _install_request_hooks(app: Flask) -> None:
             if error is not None:
                 session.rollback()
             session.close()
+
+
+def _protect_forms(app: Flask, config: BrokerConfig) -> None:
+    """CSRF tokens on every form; the protocol endpoints that portals call server-to-server
+    (token, revocation, introspection, userinfo, back-channel calls) authenticate otherwise."""
+    from flask_wtf.csrf import CSRFProtect
+
+    app.config["WTF_CSRF_ENABLED"] = config.csrf_protection
+    app.config["WTF_CSRF_TIME_LIMIT"] = None  # bound to the session instead of a clock
+    csrf = CSRFProtect(app)
+    for endpoint in ("oidc.token", "oidc.revoke", "oidc.introspect", "oidc.userinfo",
+                     "oidc.authorize", "oidc.logout"):
+        view = app.view_functions.get(endpoint)
+        if view is not None:
+            csrf.exempt(view)
+    api = app.blueprints.get("admin_api")
+    if api is not None:
+        csrf.exempt(api)
 
 
 def _register_blueprints(app: Flask) -> None:

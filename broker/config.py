@@ -254,6 +254,7 @@ class BrokerConfig(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     trusted_proxies: int = Field(0, ge=0)
     emulator_url: str | None = None
+    csrf_protection: bool = True
     messaging: MessagingConfig = MessagingConfig()
     tenants: dict[str, TenantConfig] = {}
 

@@ -107,6 +107,8 @@ def make_config(database_url: str, **overrides: Any) -> BrokerConfig:
         "hmac_key": "test-hmac-key-0123456789abcdefghijklmn",
         "dev_mode": True,
         "emulator_url": "http://emulator.test",
+        # Forms are tested without CSRF tokens; tests/test_web_security.py turns it on.
+        "csrf_protection": False,
         "tenants": tenants,
     }
     data.update(overrides)

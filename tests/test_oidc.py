@@ -172,7 +172,9 @@ def test_a_portal_logs_a_user_in_with_code_and_pkce_and_reads_the_claims(broker)
     assert claims["nonce"] == "n-1"
     assert claims["amr"] == ["pwd"] and claims["acr"] == "low"
     assert claims["email"] == "anna@example.dk" and claims["email_verified"] is True
-    assert claims["customer_accounts"] == [{"number": "100234", "kind": "private", "role": "owner"}]
+    assert claims["customer_accounts"] == [
+        {"number": "100234", "kind": "private", "role": "owner", "name": ""}
+    ]
     assert "auth_time" in claims and "sid" in claims and "at_hash" in claims
     assert "refresh_token" in token
 

@@ -15,3 +15,6 @@ def register(app: Flask) -> None:
     from .unlock import blueprint as unlock_blueprint
 
     app.register_blueprint(unlock_blueprint)
+    from .customers import blueprint as customers_blueprint
+
+    app.register_blueprint(customers_blueprint)

@@ -25,9 +25,10 @@ from flask import (
     request,
     url_for,
 )
+from sqlalchemy import select
 
 from .. import login_session
-from ..models import Flow, utcnow
+from ..models import Binding, Flow, utcnow
 from ..oidc.claims import CLAIMS_SUPPORTED, user_claims
 from ..oidc.endpoints import find_token
 from ..oidc.server import SCOPES, TenantServer
@@ -170,6 +171,9 @@ def authorize(tenant: str) -> Response:
             return _error_redirect(server, error)
         return _start_login(tenant, required)
 
+    if _binding_step_due(user, resumed):
+        return _start_step(tenant, required, "customers.accounts")
+
     g.oidc_login = login
     response = server.create_authorization_response(grant=grant, grant_user=user)
     if response.location:
@@ -190,8 +194,24 @@ def _resumed_flow(tenant: str) -> Flow | None:
     return flow
 
 
+def _binding_step_due(user: Any, resumed: Flow | None) -> bool:
+    """A portal asking for customer accounts, a user with none: offer binding first (seed 000
+    step 6). The user may skip it; the flow remembers that."""
+    if "customer_accounts" not in request.values.get("scope", "").split():
+        return False
+    if resumed is not None and resumed.data.get("binding_skipped"):
+        return False
+    has_binding = db().scalar(select(Binding.id).where(Binding.user_id == user.id).limit(1))
+    return has_binding is None
+
+
 def _start_login(tenant: str, required_acr: str | None) -> Response:
     """Keep the authorization request server-side and send the browser to the login page."""
+    return _start_step(tenant, required_acr, "login.login_page")
+
+
+def _start_step(tenant: str, required_acr: str | None, endpoint: str) -> Response:
+    """Keep the authorization request server-side and send the browser to a step's page."""
     params = [(k, v) for k, v in request.values.items(multi=True) if k != "resume"]
     flow = Flow(
         id=new_token(24),
@@ -209,12 +229,13 @@ def _start_login(tenant: str, required_acr: str | None) -> Response:
     )
     db().add(flow)
     db().commit()
-    return redirect(url_for("login.login_page", tenant=tenant, flow=flow.id))
+    return redirect(url_for(endpoint, tenant=tenant, flow=flow.id))
 
 
 def resume_url(flow: Flow) -> str:
     """Where the login page sends the browser once the user is authenticated."""
-    params = [*flow.data.get("params", []), ("resume", flow.id)]
+    params = [(key, value) for key, value in flow.data.get("params", [])]
+    params.append(("resume", flow.id))
     return url_for("oidc.authorize", tenant=flow.tenant) + "?" + urlencode(params)
 
 

@@ -1,0 +1,46 @@
+"""Forms need a CSRF token; pages carry the security headers a browser enforces."""
+
+from __future__ import annotations
+
+import re
+
+from broker.app import create_app
+
+from .conftest import make_config
+
+
+def _client(sqlite_url: str):
+    app = create_app(make_config(sqlite_url, csrf_protection=True))
+    return app.test_client()
+
+
+def test_a_login_post_without_the_csrf_token_is_refused_and_changes_nothing(sqlite_url):
+    client = _client(sqlite_url)
+    response = client.post("/t/fjordvarme/login",
+                           data={"email": "a@example.no", "password": "whatever-1"})
+    assert response.status_code == 400
+    assert "CSRF" in response.get_data(as_text=True)
+
+
+def test_a_login_post_with_the_token_from_the_page_is_accepted_for_checking(sqlite_url):
+    client = _client(sqlite_url)
+    page = client.get("/t/fjordvarme/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    response = client.post("/t/fjordvarme/login", data={
+        "csrf_token": token, "email": "nobody@example.no", "password": "whatever-1"})
+    assert response.status_code == 401  # checked, and refused as a wrong password
+
+
+def test_the_token_endpoint_is_not_subject_to_csrf(sqlite_url):
+    client = _client(sqlite_url)
+    response = client.post("/t/fjordvarme/token", data={"grant_type": "authorization_code"})
+    assert response.status_code in (400, 401)
+    assert "error" in response.json
+
+
+def test_pages_carry_security_headers(sqlite_url):
+    response = _client(sqlite_url).get("/t/fjordvarme/login")
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
