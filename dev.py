@@ -34,7 +34,6 @@ def main() -> int:
         return subprocess.call([BIN / "broker", "demo", *sys.argv[2:]], cwd=ROOT)
     if command == "test":
         _setup("test")
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "install_chromium.py")], check=False)
         steps = [
             [BIN / "ruff", "check", "."],
             [BIN / "lint-imports"],
