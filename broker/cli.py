@@ -83,6 +83,34 @@ def demo(data_dir: Path, host: str) -> None:
     run_demo(data_dir, host)
 
 
+@main.group("keys")
+def keys_group() -> None:
+    """Token signing keys."""
+
+
+@keys_group.command("rotate")
+@CONFIG_OPTION
+@click.option("--tenant", "tenants", multiple=True, help="Tenant slug (default: every tenant).")
+@click.option("--alg", type=click.Choice(["RS256", "ES256"]), default=None,
+              help="Algorithm of the new key (default: the tenant's signing_alg).")
+def keys_rotate(config_path: str, tenants: tuple[str, ...], alg: str | None) -> None:
+    """Make a new signing key; old keys stay published until their tokens expire.
+    Running brokers pick the new key up within a minute."""
+    from . import db
+    from .oidc.keys import rotate
+
+    config = _load(config_path)
+    unknown = [slug for slug in tenants if slug not in config.tenants]
+    if unknown:
+        click.echo(f"unknown tenant(s): {', '.join(unknown)}", err=True)
+        sys.exit(2)
+    sessions = db.make_sessionmaker(db.make_engine(config.database_url))
+    for slug in tenants or tuple(config.tenants):
+        with db.transaction(sessions) as session:
+            key = rotate(session, config.tenants[slug], alg)
+            click.echo(f"{slug}: new {key.alg} key {key.kid}")
+
+
 def _load(config_path: str):  # type: ignore[no-untyped-def]
     try:
         return load_config(config_path)

@@ -127,3 +127,29 @@ def test_the_wheel_ships_templates_and_migrations(tmp_path):
     assert "migrations/env.py" in names
     assert any(n.startswith("migrations/versions/0001") for n in names)
     assert "policies/password.py" in names
+
+
+def test_keys_rotate_makes_a_new_signing_key_and_keeps_the_old_published(tmp_path):
+    from broker.app import create_app
+
+    url = f"sqlite:///{tmp_path}/keys.db"
+    database.upgrade(url)
+    config = make_config(url)
+    app = create_app(config)
+    first = app.test_client().get("/t/fjordvarme/jwks").json["keys"]
+    config_file = tmp_path / "broker.toml"
+    config_file.write_text(
+        f'database_url = "{url}"\nsecret_key = "{config.secret_key}"\n'
+        f'hmac_key = "{config.hmac_key}"\n'
+        '[tenants.fjordvarme]\nname = "Fjordvarme"\ncountry = "NO"\n'
+    )
+    result = CliRunner().invoke(cli, ["keys", "rotate", "--config", str(config_file),
+                                      "--tenant", "fjordvarme", "--alg", "ES256"])
+    assert result.exit_code == 0, result.output
+    app.extensions["broker"].services["keys"].forget()
+    after = app.test_client().get("/t/fjordvarme/jwks").json["keys"]
+    assert {k["kid"] for k in first} < {k["kid"] for k in after}
+    assert after[0]["alg"] == "ES256"
+    refused = CliRunner().invoke(cli, ["keys", "rotate", "--config", str(config_file),
+                                       "--tenant", "nope"])
+    assert refused.exit_code == 2 and "unknown tenant" in refused.output
