@@ -18,3 +18,6 @@ def register(app: Flask) -> None:
     from .customers import blueprint as customers_blueprint
 
     app.register_blueprint(customers_blueprint)
+    from .account import blueprint as account_blueprint
+
+    app.register_blueprint(account_blueprint)

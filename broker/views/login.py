@@ -91,6 +91,14 @@ def login_submit(tenant: str):  # type: ignore[no-untyped-def]
         session.commit()  # the failure count and any lock are part of the outcome
         return _render(tenant_config, flow, 401 if result.outcome == "invalid" else 403,
                        error=result.outcome, email=email, locked_until=result.locked_until)
+    # TOTP (views/account.py): when a second factor is due, the session waits for it.
+    from .account import second_factor_redirect
+
+    pending = second_factor_redirect(tenant_config, flow.id if flow else None, result.user,
+                                     request.form.get("remember") == "on")
+    if pending is not None:
+        return pending
+    # end TOTP
     login, token = login_session.start(
         session, tenant_config, result.user, amr=["pwd"], acr="low",
         remember=request.form.get("remember") == "on",

@@ -1,0 +1,183 @@
+"""Registration of a local account: validate the form, create a pending user, send activation.
+
+The user, its activation ``Verification`` and the email are written in ONE transaction.
+
+Enumeration: a registered address gets exactly the same answer as a new one ("check your
+email"), and its owner is emailed instead: a fresh activation code or link when the account is
+still pending, otherwise a password reset link (the likely reason someone signs up again is a
+forgotten password). The password is hashed on both paths, so the slow step happens either way.
+Validation errors come from the form alone and never depend on whether the address is known.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from broker import audit
+from broker.config import TenantConfig
+from broker.messaging.compose import (
+    InvalidEmailAddress,
+    InvalidPhoneNumber,
+    normalize_email,
+    normalize_phone,
+)
+from broker.models import User, utcnow
+from broker.passwords import hash_password
+from policies.password import PasswordRule, check_password
+
+from .activation import issue_activation, resend_activation
+from .password_login import normalise_email
+from .password_reset import send_reset_link
+
+MAX_NAME_LENGTH = 200
+MAX_EMAIL_LENGTH = 320
+
+
+@dataclass(frozen=True)
+class RegistrationForm:
+    """What the person typed. ``password`` is ignored when the tenant sets it after activation."""
+
+    email: str
+    name: str
+    password: str = ""
+    password_confirmation: str = ""
+    phone: str = ""
+    registration_type: str = "private"
+    privacy_accepted: bool = False
+    ebill_opt_in: bool = False
+    locale: str | None = None
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """``errors`` maps a form field to an error code; ``password_failures`` lists every unmet
+    password rule. ``ok`` means the "check your email" page is shown (new or known address)."""
+
+    errors: dict[str, str] = field(default_factory=dict)
+    password_failures: list[PasswordRule] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.password_failures
+
+
+def new_subject() -> str:
+    """The opaque, stable ``sub`` the portals see: 128 random bits in hex."""
+    return secrets.token_hex(16)
+
+
+def validate(tenant: TenantConfig, form: RegistrationForm) -> tuple[RegistrationResult, str, str]:
+    """Check the form; returns the result, the normalised email and phone."""
+    errors: dict[str, str] = {}
+    email = ""
+    try:
+        email = normalise_email(normalize_email(form.email))
+    except InvalidEmailAddress:
+        errors["email"] = "invalid_email"
+    if len(email) > MAX_EMAIL_LENGTH:
+        errors["email"] = "invalid_email"
+    name = form.name.strip()
+    if not name:
+        errors["name"] = "required"
+    elif len(name) > MAX_NAME_LENGTH:
+        errors["name"] = "too_long"
+    phone = ""
+    if form.phone.strip():
+        try:
+            phone = normalize_phone(form.phone, tenant.country)
+        except InvalidPhoneNumber:
+            errors["phone"] = "invalid_phone"
+    if form.registration_type not in tenant.registration_types:
+        errors["registration_type"] = "invalid_choice"
+    if not form.privacy_accepted:
+        errors["privacy"] = "must_accept"
+    failures: list[PasswordRule] = []
+    if not tenant.password_after_activation:
+        check = check_password(tenant.password_policy, form.password,
+                               confirmation=form.password_confirmation,
+                               user_inputs=(name, email))
+        failures = check.failures
+    return RegistrationResult(errors=errors, password_failures=failures), email, phone
+
+
+def register(
+    db: Session,
+    tenant: TenantConfig,
+    form: RegistrationForm,
+    *,
+    hmac_key: str,
+    secret_key: str,
+    public_url: str,
+    source_address: str | None,
+    authorize_flow_id: str | None = None,
+    now: datetime | None = None,
+) -> RegistrationResult:
+    """Register, or quietly tell the owner of a known address; commits."""
+    now = now or utcnow()
+    result, email, phone = validate(tenant, form)
+    if not result.ok:
+        return result
+    password_hash = None
+    if not tenant.password_after_activation:
+        password_hash = hash_password(tenant, form.password)  # on both paths: equal cost
+    existing = db.scalar(select(User).where(User.tenant == tenant.slug, User.email == email))
+    if existing is None:
+        user = User(
+            tenant=tenant.slug,
+            subject=new_subject(),
+            email=email,
+            email_verified=False,
+            name=form.name.strip(),
+            phone=phone or None,
+            locale=form.locale if form.locale in tenant.locales else tenant.default_locale,
+            registration_type=form.registration_type,
+            status="pending",
+            password_hash=password_hash,
+            password_changed_at=now if password_hash else None,
+            privacy_version=tenant.privacy_policy_version,
+            privacy_accepted_at=now,
+            ebill_opt_in=form.ebill_opt_in,
+            created_at=now,
+        )
+        db.add(user)
+        try:
+            db.flush()
+        except IntegrityError:  # registered a moment ago by a concurrent request
+            db.rollback()
+            existing = db.scalar(
+                select(User).where(User.tenant == tenant.slug, User.email == email)
+            )
+        else:
+            issue_activation(db, tenant, user, hmac_key=hmac_key, secret_key=secret_key,
+                             public_url=public_url, authorize_flow_id=authorize_flow_id, now=now)
+            audit.record(db, "user_registered", tenant=tenant.slug, actor_type="user",
+                         actor_id=user.id, target_user_id=user.id, source_address=source_address,
+                         registration_type=user.registration_type)
+            db.commit()
+            return result
+    if existing is not None:
+        _tell_the_owner(db, tenant, existing, hmac_key=hmac_key, secret_key=secret_key,
+                        public_url=public_url, source_address=source_address, now=now)
+    db.commit()
+    return result
+
+
+def _tell_the_owner(
+    db: Session, tenant: TenantConfig, user: User, *, hmac_key: str, secret_key: str,
+    public_url: str, source_address: str | None, now: datetime,
+) -> None:
+    """Someone registered with an address that has an account: help its owner, create nothing."""
+    if user.status == "pending":
+        resend_activation(db, tenant, user.email or "", hmac_key=hmac_key,
+                          secret_key=secret_key, public_url=public_url, now=now)
+    elif user.status == "active":
+        send_reset_link(db, tenant, user, public_url=public_url, now=now)
+    audit.record(db, "registration_for_known_email", tenant=tenant.slug,
+                 actor_type="anonymous", target_user_id=user.id, source_address=source_address,
+                 outcome="refused")
