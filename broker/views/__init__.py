@@ -21,3 +21,6 @@ def register(app: Flask) -> None:
     from .account import blueprint as account_blueprint
 
     app.register_blueprint(account_blueprint)
+    from .upstream import blueprint as upstream_blueprint
+
+    app.register_blueprint(upstream_blueprint)
