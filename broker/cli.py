@@ -126,3 +126,7 @@ main.add_command(_customers_group)
 from .messaging.cli import outbox_group as _outbox_group  # noqa: E402
 
 main.add_command(_outbox_group)
+
+from .staff.cli import staff_group as _staff_group  # noqa: E402
+
+main.add_command(_staff_group)

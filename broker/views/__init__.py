@@ -24,3 +24,6 @@ def register(app: Flask) -> None:
     from .upstream import blueprint as upstream_blueprint
 
     app.register_blueprint(upstream_blueprint)
+    from .console import register_staff_views
+
+    register_staff_views(app)
