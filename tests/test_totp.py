@@ -1,0 +1,161 @@
+"""TOTP: enrolment from the profile with a server-rendered QR code, the login step, replay,
+recovery codes, the attempt limit, and a tenant that requires it."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pyotp
+import pytest
+from sqlalchemy import select
+
+from broker.models import LoginSession, RecoveryCode
+
+from .accounts_support import (
+    NO,
+    code_in,
+    db_session,
+    last_mail,
+    log_in,
+    make_app,
+    register,
+    user,
+)
+
+EMAIL = "kari@example.no"
+
+
+def _app(sqlite_url, totp: str):  # type: ignore[no-untyped-def]
+    application = make_app(sqlite_url, fjordvarme={"totp": totp})
+    client = application.test_client()
+    register(client, NO, EMAIL)
+    client.post(f"/t/{NO}/activate", data={"email": EMAIL,
+                                           "code": code_in(last_mail(application, EMAIL))})
+    return application
+
+
+@pytest.fixture
+def optional_app(sqlite_url):  # type: ignore[no-untyped-def]
+    application = _app(sqlite_url, "optional")
+    yield application
+    application.extensions["broker"].engine.dispose()
+
+
+def _secret(page: str) -> str:
+    match = re.search(r'id="totp-secret">([A-Z2-7]+)<', page)
+    assert match, page
+    return match.group(1)
+
+
+def _enrol(app) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+    """Log in with the password, turn TOTP on in the profile; returns secret and codes."""
+    client = app.test_client()
+    assert log_in(client, NO, EMAIL).status_code == 302
+    page = client.get(f"/t/{NO}/profile/totp").get_data(as_text=True)
+    assert 'src="data:image/svg+xml;base64,' in page and "<script" not in page
+    secret = _secret(page)
+    enrol_id = re.search(r'name="enrol" value="([^"]+)"', page).group(1)
+    wrong = client.post(f"/t/{NO}/profile/totp", data={"enrol": enrol_id, "code": "000000"})
+    assert wrong.status_code == 400 and user(app, EMAIL).totp_secret is None
+    done = client.post(f"/t/{NO}/profile/totp",
+                       data={"enrol": enrol_id, "code": pyotp.TOTP(secret).now()})
+    codes = re.findall(r"<li><code>([a-z0-9-]+)</code></li>", done.get_data(as_text=True))
+    assert len(codes) == 10
+    return secret, codes
+
+
+def _password_step(app):  # type: ignore[no-untyped-def]
+    client = app.test_client()
+    response = log_in(client, NO, EMAIL)
+    assert response.status_code == 302 and response.location.endswith(f"/t/{NO}/login/totp")
+    assert "bsid_" not in response.headers.get("Set-Cookie", "")
+    return client
+
+
+def _code(client, code: str):  # type: ignore[no-untyped-def]
+    return client.post(f"/t/{NO}/login/totp", data={"code": code})
+
+
+def _next_step_code(secret: str) -> str:
+    return pyotp.TOTP(secret).at(time.time() + 30)
+
+
+def test_enrolment_stores_the_secret_and_ten_recovery_codes_as_hmacs(optional_app):
+    secret, codes = _enrol(optional_app)
+    assert user(optional_app, EMAIL).totp_secret == secret
+    with db_session(optional_app) as session:
+        stored = list(session.scalars(select(RecoveryCode.code_hmac)))
+    assert len(stored) == 10 and not set(codes) & set(stored)
+
+
+def test_login_asks_for_the_code_and_the_session_records_both_factors(optional_app):
+    secret, _ = _enrol(optional_app)
+    client = _password_step(optional_app)
+    page = client.get(f"/t/{NO}/login/totp").get_data(as_text=True)
+    assert 'autocomplete="one-time-code"' in page
+    assert _code(client, "123456" if _next_step_code(secret) != "123456" else "654321"
+                 ).status_code == 401
+    done = _code(client, _next_step_code(secret))
+    assert done.status_code == 302 and done.location.endswith(f"/t/{NO}/signed-in")
+    assert client.get(f"/t/{NO}/signed-in").status_code == 200
+    with db_session(optional_app) as session:
+        amrs = [row for row in session.scalars(select(LoginSession.amr))]
+    assert ["pwd", "otp"] in amrs
+
+
+def test_a_code_is_refused_the_second_time(optional_app):
+    secret, _ = _enrol(optional_app)
+    code = _next_step_code(secret)
+    assert _code(_password_step(optional_app), code).status_code == 302
+    replay = _code(_password_step(optional_app), code)
+    assert replay.status_code == 401 and "already used" in replay.get_data(as_text=True)
+
+
+def test_a_recovery_code_works_once(optional_app):
+    _, codes = _enrol(optional_app)
+    assert _code(_password_step(optional_app), codes[0].upper()).status_code == 302
+    assert _code(_password_step(optional_app), codes[0]).status_code == 401
+    assert _code(_password_step(optional_app), codes[1]).status_code == 302
+
+
+def test_wrong_codes_lock_the_second_factor_even_for_the_right_code(optional_app):
+    secret, _ = _enrol(optional_app)
+    client = _password_step(optional_app)
+    right = _next_step_code(secret)
+    wrong = "000000" if right != "000000" else "111111"
+    assert [_code(client, wrong).status_code for _ in range(3)] == [401, 401, 429]
+    refused = _code(client, right)
+    assert refused.status_code == 429 and "Too many wrong codes" in refused.get_data(as_text=True)
+
+
+def test_the_totp_step_cannot_be_skipped(optional_app):
+    _enrol(optional_app)
+    client = _password_step(optional_app)
+    assert client.get(f"/t/{NO}/signed-in").status_code == 302  # no session yet
+    assert client.get(f"/t/{NO}/profile").status_code == 302
+    stranger = optional_app.test_client()
+    assert stranger.post(f"/t/{NO}/login/totp", data={"code": "000000"}).status_code == 302
+
+
+def test_a_tenant_that_requires_totp_has_the_user_enrol_at_the_next_login(sqlite_url):
+    app = _app(sqlite_url, "required")
+    client = _password_step(app)
+    page = client.get(f"/t/{NO}/login/totp").get_data(as_text=True)
+    assert "Set up two-step login" in page
+    enrol_id = re.search(r'name="enrol" value="([^"]+)"', page).group(1)
+    done = client.post(f"/t/{NO}/login/totp", data={
+        "enrol": enrol_id, "code": pyotp.TOTP(_secret(page)).now()})
+    assert done.status_code == 200 and "bsid_fjordvarme" in done.headers["Set-Cookie"]
+    assert len(re.findall(r"<li><code>", done.get_data(as_text=True))) == 10
+    assert client.get(f"/t/{NO}/signed-in").status_code == 200
+    app.extensions["broker"].engine.dispose()
+
+
+def test_a_tenant_with_totp_off_does_not_offer_it(sqlite_url):
+    app = _app(sqlite_url, "off")
+    client = app.test_client()
+    assert log_in(client, NO, EMAIL).status_code == 302
+    assert "Two-step login" not in client.get(f"/t/{NO}/profile").get_data(as_text=True)
+    assert client.get(f"/t/{NO}/profile/totp").status_code == 404
+    app.extensions["broker"].engine.dispose()
