@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from broker.app import create_app
@@ -33,9 +32,9 @@ def make_app(database_url: str, **tenant_overrides: dict[str, Any]):  # type: ig
     return application
 
 
-@pytest.fixture
-def broker_app(sqlite_url):  # type: ignore[no-untyped-def]
-    application = make_app(sqlite_url)
+def running_app(database_url: str, **tenant_overrides: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """For a module's fixture: ``yield from running_app(url)``; disposes the engine after."""
+    application = make_app(database_url, **tenant_overrides)
     yield application
     application.extensions["broker"].engine.dispose()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from broker.models import LoginSession, Token, User, Verification, utcnow
@@ -12,7 +13,6 @@ from broker.models import LoginSession, Token, User, Verification, utcnow
 from .accounts_support import (
     GOOD_PASSWORD,
     NO,
-    broker_app,  # noqa: F401 - fixture
     code_in,
     db_session,
     last_mail,
@@ -20,6 +20,7 @@ from .accounts_support import (
     log_in,
     mails_to,
     register,
+    running_app,
     user,
     without_csrf,
 )
@@ -27,6 +28,11 @@ from .accounts_support import (
 EMAIL = "kari@example.no"
 NEW_PASSWORD = "Nytt-Passord-2024"
 
+
+
+@pytest.fixture
+def broker_app(sqlite_url):  # type: ignore[no-untyped-def]
+    yield from running_app(sqlite_url)
 
 def _active_user(app) -> None:  # type: ignore[no-untyped-def]
     client = app.test_client()

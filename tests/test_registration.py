@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from broker.models import User, Verification
@@ -10,14 +11,18 @@ from .accounts_support import (
     ES,
     GOOD_PASSWORD,
     NO,
-    broker_app,  # noqa: F401 - fixture
     db_session,
     mails_to,
     register,
+    running_app,
     user,
     without_csrf,
 )
 
+
+@pytest.fixture
+def broker_app(sqlite_url):  # type: ignore[no-untyped-def]
+    yield from running_app(sqlite_url)
 
 def test_the_form_shows_the_password_rules_before_the_user_types(broker_app):
     page = broker_app.test_client().get("/t/stadsenergi/register").get_data(as_text=True)

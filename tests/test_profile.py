@@ -1,0 +1,110 @@
+"""Profile: name and phone, an email change verified before it replaces the old address, and
+a password change that needs the current password and ends other sessions."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from broker.models import LoginSession
+
+from .accounts_support import (
+    GOOD_PASSWORD,
+    NO,
+    code_in,
+    db_session,
+    last_mail,
+    link_in,
+    log_in,
+    register,
+    running_app,
+    user,
+)
+
+EMAIL = "kari@example.no"
+NEW_EMAIL = "kari.ny@example.no"
+
+
+
+@pytest.fixture
+def broker_app(sqlite_url):  # type: ignore[no-untyped-def]
+    yield from running_app(sqlite_url)
+
+def _logged_in(app):  # type: ignore[no-untyped-def]
+    client = app.test_client()
+    register(client, NO, EMAIL)
+    client.post(f"/t/{NO}/activate", data={"email": EMAIL,
+                                           "code": code_in(last_mail(app, EMAIL))})
+    return client
+
+
+def test_the_profile_needs_a_login(broker_app):
+    response = broker_app.test_client().get(f"/t/{NO}/profile")
+    assert response.status_code == 302 and response.location.endswith(f"/t/{NO}/login")
+
+
+def test_name_and_phone_change_and_a_bad_phone_is_refused(broker_app):
+    client = _logged_in(broker_app)
+    page = client.get(f"/t/{NO}/profile").get_data(as_text=True)
+    assert "Kari Nordmann" in page and "No other logins are linked" in page
+    bad = client.post(f"/t/{NO}/profile", data={"action": "details", "name": "Kari N",
+                                                "phone": "abc"})
+    assert bad.status_code == 400 and 'id="phone-error"' in bad.get_data(as_text=True)
+    ok = client.post(f"/t/{NO}/profile", data={"action": "details", "name": "Kari N",
+                                               "phone": "+47 912 34 567"})
+    assert ok.status_code == 302
+    stored = user(broker_app, EMAIL)
+    assert (stored.name, stored.phone) == ("Kari N", "+4791234567")
+
+
+def test_a_new_email_is_verified_before_it_replaces_the_old_and_the_old_is_told(broker_app):
+    client = _logged_in(broker_app)
+    client.post(f"/t/{NO}/profile", data={"action": "email", "new_email": NEW_EMAIL})
+    assert user(broker_app, EMAIL) is not None  # unchanged until confirmed
+    link = link_in(last_mail(broker_app, NEW_EMAIL))
+    other_browser = broker_app.test_client()
+    assert other_browser.get(link).status_code == 200
+    assert user(broker_app, EMAIL) is not None  # a GET (mail scanner) changes nothing
+    assert other_browser.post(link).status_code == 200
+    changed = user(broker_app, NEW_EMAIL)
+    assert changed is not None and changed.email_verified
+    notice = last_mail(broker_app, EMAIL)
+    assert "k***@example.no" in notice.body_text and NEW_EMAIL not in notice.body_text
+    assert other_browser.post(link).status_code == 410  # single use
+    assert log_in(broker_app.test_client(), NO, NEW_EMAIL).status_code == 302
+
+
+def test_an_address_of_another_account_cannot_be_taken_over(broker_app):
+    client = _logged_in(broker_app)
+    register(broker_app.test_client(), NO, "other@example.no", name="Ola")
+    client.post(f"/t/{NO}/profile", data={"action": "email", "new_email": "other@example.no"})
+    link = link_in(last_mail(broker_app, "other@example.no"))
+    assert broker_app.test_client().post(link).status_code == 409
+    assert user(broker_app, EMAIL) is not None
+
+
+def test_password_change_needs_the_current_password_and_ends_other_sessions(broker_app):
+    client = _logged_in(broker_app)
+    other = broker_app.test_client()
+    assert log_in(other, NO, EMAIL).status_code == 302
+    new = "Helt-Nytt-Pass-9"
+    wrong = client.post(f"/t/{NO}/profile", data={
+        "action": "password", "current_password": "not-it", "password": new,
+        "password_confirmation": new})
+    assert wrong.status_code == 400 and "current password is not correct" in wrong.get_data(
+        as_text=True)
+    mismatch = client.post(f"/t/{NO}/profile", data={
+        "action": "password", "current_password": GOOD_PASSWORD, "password": new,
+        "password_confirmation": new + "x"})
+    assert mismatch.status_code == 400
+    assert "The two passwords must be the same." in mismatch.get_data(as_text=True)
+    done = client.post(f"/t/{NO}/profile", data={
+        "action": "password", "current_password": GOOD_PASSWORD, "password": new,
+        "password_confirmation": new})
+    assert done.status_code == 302
+    assert client.get(f"/t/{NO}/profile").status_code == 200  # this session stays
+    assert other.get(f"/t/{NO}/profile").status_code == 302  # the other one ended
+    with db_session(broker_app) as session:
+        live = session.scalars(select(LoginSession).where(LoginSession.revoked_at.is_(None)))
+        assert len(list(live)) == 1
+    assert log_in(broker_app.test_client(), NO, EMAIL, new).status_code == 302
