@@ -140,7 +140,7 @@ def callback(tenant: str, kind: str):  # type: ignore[no-untyped-def]
         required_acr=authorize.data.get("required_acr") if authorize else None,
         browser_token=browser, source=source_address(),
     )
-    return _show(tenant_config, step, kind=kind)
+    return _show(tenant_config, step, kind=kind, authorize=authorize)
 
 
 def _link_to_current_user(tenant: TenantConfig, user_id: int, identity: Any, hmac_key: str):  # type: ignore[no-untyped-def]
@@ -168,13 +168,13 @@ def _commit() -> bool:
 # --- showing a step -----------------------------------------------------------------------------
 
 
-def _show(tenant: TenantConfig, step: journey.Step, kind: str = ""):  # type: ignore[no-untyped-def]
+def _show(tenant: TenantConfig, step: journey.Step, kind: str = "",  # type: ignore[no-untyped-def]
+          authorize: Flow | None = None):
     """Commit the step, then log in (done), explain (refused), move on to the next step's page
     (a redirect, so a reload never re-posts) or show the same step with what went wrong."""
     session = db()
     kind = step.flow.data.get("provider", kind) if step.flow else kind
     if step.name == "done" and step.user is not None:
-        authorize = None
         if step.flow is not None:
             authorize = authorize_flow(tenant.slug, step.flow.data.get("authorize_flow"))
             journey.finish(session, step.flow)
