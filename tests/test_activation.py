@@ -198,3 +198,23 @@ def test_resend_for_an_unknown_address_answers_the_same(broker_app):
     unknown = client.post(f"/t/{NO}/activation/resend",
                           data={"email": "nobody@example.no"}).get_data()
     assert known.replace(EMAIL.encode(), b"X") == unknown.replace(b"nobody@example.no", b"X")
+
+
+def test_a_signup_started_from_a_portal_returns_to_the_portal_with_a_code(broker_app):
+    client = broker_app.test_client()
+    start = client.get(f"/t/{NO}/authorize", query_string={
+        "response_type": "code", "client_id": "demo-portal",
+        "redirect_uri": f"http://portal.test/{NO}/callback", "scope": "openid email",
+        "state": "st-1", "nonce": "n-1",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256"})
+    assert start.status_code == 302
+    flow_id = start.location.split("flow=")[1]
+    register_page = client.get(start.location).get_data(as_text=True)
+    assert f"register?flow={flow_id}" in register_page
+    register(client, NO, EMAIL, flow=flow_id)
+    activated = _activate(client, code_in(last_mail(broker_app, EMAIL)))
+    assert activated.status_code == 302 and f"resume={flow_id}" in activated.location
+    back = client.get(activated.location)
+    assert back.status_code == 302
+    assert back.location.startswith(f"http://portal.test/{NO}/callback?code=")

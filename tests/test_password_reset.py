@@ -29,7 +29,6 @@ EMAIL = "kari@example.no"
 NEW_PASSWORD = "Nytt-Passord-2024"
 
 
-
 @pytest.fixture
 def broker_app(sqlite_url):  # type: ignore[no-untyped-def]
     yield from running_app(sqlite_url)

@@ -25,7 +25,6 @@ EMAIL = "kari@example.no"
 NEW_EMAIL = "kari.ny@example.no"
 
 
-
 @pytest.fixture
 def broker_app(sqlite_url):  # type: ignore[no-untyped-def]
     yield from running_app(sqlite_url)
