@@ -5,6 +5,7 @@ forged, replayed and too-weak upstream answers."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
 
@@ -132,6 +133,7 @@ def test_google_first_login_with_a_verified_email_creates_the_user_and_goes_in(s
 
     assert claims["amr"] == ["google"]
     assert claims["acr"] == "low"
+    assert trip.browser.get(f"{trip.issuer}/login/mitid").status_code == 404  # not offered here
     user = _user(sqlite_broker, "norrnat", "anna.svensson@gmail.example")
     assert user is not None and user.status == "active" and user.email_verified
     assert user.name == "Anna Svensson"
@@ -160,11 +162,12 @@ def test_facebook_without_email_asks_for_one_and_only_a_right_code_creates_the_u
     assert claims["amr"] == ["facebook"]
 
 
-def test_facebook_email_is_never_trusted_even_when_shared(sqlite_broker):
-    trip = PortalLogin(sqlite_broker, "norrnat")
-    trip.authorize()
-    page = trip.login_with("facebook", "maja")
-    assert "Your email address" in page.text
+def test_facebook_and_microsoft_personal_emails_are_not_trusted_without_a_code(sqlite_broker):
+    for kind, persona in (("facebook", "maja"), ("microsoft", "personal")):
+        trip = PortalLogin(sqlite_broker, "norrnat")
+        trip.authorize()
+        page = trip.login_with(kind, persona)
+        assert "Your email address" in page.text, kind
     assert _count(sqlite_broker, User) == 0
 
 
@@ -333,7 +336,7 @@ def test_ftn_login_without_a_matching_customer_shows_support_and_lets_the_user_c
 # --- the profile's linked logins ----------------------------------------------------------------
 
 
-def test_the_last_login_method_cannot_be_unlinked_but_one_of_two_can(sqlite_broker):
+def test_the_last_login_cannot_be_unlinked_until_another_is_connected(sqlite_broker):
     trip = PortalLogin(sqlite_broker, "norrnat")
     trip.authorize()
     trip.tokens(trip.login_with("google", "anna"))
@@ -345,13 +348,38 @@ def test_the_last_login_method_cannot_be_unlinked_but_one_of_two_can(sqlite_brok
     assert "This is your only way to log in" in refused.text
     assert _count(sqlite_broker, FederatedIdentity) == 1
 
-    state = sqlite_broker.app.extensions["broker"]
-    user = _user(sqlite_broker, "norrnat", "anna.svensson@gmail.example")
-    with state.sessions() as db, db.begin():
-        db.get(User, user.id).password_hash = hash_password(state.config.tenants["norrnat"],
-                                                            "Norr-nat-2024")
-    unlinked = trip.submit(refused, "/profile/identities")
+    link = re.search(r'href="([^"]*/login/facebook\?[^"]*link=1[^"]*)"', refused.text)
+    assert link, refused.text
+    linked = trip.open(trip.upstream_from(link.group(1), "maja"))
+    assert "The login is now connected to your account" in linked.text
+    assert "Facebook" in linked.text
+    assert _count(sqlite_broker, FederatedIdentity) == 2
+
+    unlinked = trip.submit(linked, "/profile/identities")  # the first row: Google
     assert "The login was disconnected" in unlinked.text
-    assert _count(sqlite_broker, FederatedIdentity) == 0
+    user = _user(sqlite_broker, "norrnat", "anna.svensson@gmail.example")
+    assert _count(sqlite_broker, FederatedIdentity, FederatedIdentity.user_id == user.id,
+                  FederatedIdentity.provider == "facebook") == 1
+    assert _count(sqlite_broker, FederatedIdentity) == 1
     assert _count(sqlite_broker, AuditEvent, AuditEvent.event == "identity_unlinked",
                   AuditEvent.outcome == "ok") == 1
+
+
+def test_a_facebook_login_linked_to_one_account_cannot_be_linked_to_another(sqlite_broker):
+    first = PortalLogin(sqlite_broker, "norrnat")
+    first.authorize()
+    first.tokens(first.login_with("google", "anna"))
+    linked = first.open(first.upstream_from("/t/norrnat/login/facebook?link=1", "maja"))
+    assert "now connected" in linked.text
+
+    second = PortalLogin(sqlite_broker, "norrnat")
+    second.authorize()
+    ask_email = second.login_with("google", "olof")
+    enter_code = second.submit(ask_email, "/email", email="olof@example.se")
+    second.tokens(second.submit(enter_code, "/code",
+                                code=emailed_code(sqlite_broker, "olof@example.se")))
+    refused = second.open(second.upstream_from("/t/norrnat/login/facebook?link=1", "maja"))
+    assert refused.status_code == 409
+    assert "already connected to another account" in refused.text
+    olof = _user(sqlite_broker, "norrnat", "olof@example.se")
+    assert _count(sqlite_broker, FederatedIdentity, FederatedIdentity.user_id == olof.id) == 1

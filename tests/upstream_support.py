@@ -81,7 +81,12 @@ class PortalLogin:
     def upstream(self, kind: str, persona: str, **edits: str) -> str:
         """Click the upstream's button and pick a person at the emulator; returns the
         callback URL the emulator sends the browser to (not yet opened)."""
-        start = self.browser.get(f"{self.issuer}/login/{kind}", params={"flow": self.flow_id},
+        return self.upstream_from(f"{self.issuer}/login/{kind}?flow={self.flow_id}", persona,
+                                  **edits)
+
+    def upstream_from(self, start_url: str, persona: str, **edits: str) -> str:
+        """``upstream`` from any link to the broker's /login/<kind> (e.g. the profile's)."""
+        start = self.browser.get(urljoin(self.issuer, start_url.replace("&amp;", "&")),
                                  allow_redirects=False)
         assert start.status_code == 302, start.text
         page = self.browser.get(start.headers["Location"], timeout=5)

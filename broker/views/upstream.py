@@ -31,6 +31,7 @@ blueprint = Blueprint("upstream", __name__, url_prefix="/t/<tenant>")
 BROWSER_COOKIE = "upstream_browser"
 BROWSER_COOKIE_SECONDS = journey.FIRST_LOGIN_MINUTES * 60
 LOGIN_HINT_KINDS = ("microsoft", "google")  # where a login hint is an email the upstream knows
+PAGES = ("ask_email", "enter_code", "prove", "profile")  # the steps that have a page
 
 
 def _upstream_or_404(tenant: TenantConfig, kind: str) -> UpstreamConfig:
@@ -214,7 +215,7 @@ def _journey_or_error(tenant: str, flow_id: str) -> tuple[TenantConfig, Flow | N
 @blueprint.get("/first-login/<flow_id>")
 def first_login(tenant: str, flow_id: str):  # type: ignore[no-untyped-def]
     tenant_config, flow = _journey_or_error(tenant, flow_id)
-    if flow is None:
+    if flow is None or flow.state not in PAGES:
         return _error_page(tenant_config, "journey_expired", "upstream")
     return _render_step(tenant_config, journey.current_step(db(), flow))
 
@@ -222,7 +223,7 @@ def first_login(tenant: str, flow_id: str):  # type: ignore[no-untyped-def]
 @blueprint.post("/first-login/<flow_id>/<action>")
 def first_login_submit(tenant: str, flow_id: str, action: str):  # type: ignore[no-untyped-def]
     tenant_config, flow = _journey_or_error(tenant, flow_id)
-    if flow is None:
+    if flow is None or flow.state not in PAGES:
         return _error_page(tenant_config, "journey_expired", "upstream")
     session, config, form = db(), current().config, request.form
     key = config.hmac_key
@@ -263,7 +264,7 @@ def identities(tenant: str):  # type: ignore[no-untyped-def]
         identity_id = request.form.get("identity_id", "")
         outcome = (journey.unlink_identity(session, tenant_config, user, int(identity_id),
                                            source_address())
-                   if identity_id.isdigit() else "not_found")
+                   if identity_id.isdigit() and len(identity_id) < 10 else "not_found")
         session.commit()
         if outcome == "ok":
             return redirect(url_for("upstream.identities", tenant=tenant, notice="unlinked"))
