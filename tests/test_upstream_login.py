@@ -21,6 +21,7 @@ from broker.models import (
     FederatedIdentity,
     Flow,
     User,
+    Verification,
 )
 from broker.passwords import hash_password
 from providers import load_or_create_provider_keys
@@ -160,6 +161,36 @@ def test_facebook_without_email_asks_for_one_and_only_a_right_code_creates_the_u
     assert claims["email"] == "nils.aberg@example.se"
     assert claims["email_verified"] is True
     assert claims["amr"] == ["facebook"]
+
+
+def test_a_code_tried_too_often_stops_working_even_when_right(sqlite_broker):
+    trip = PortalLogin(sqlite_broker, "norrnat")
+    trip.authorize()
+    enter_code = trip.submit(trip.login_with("facebook", "nils"), "/email",
+                             email="nils.aberg@example.se")
+    right = emailed_code(sqlite_broker, "nils.aberg@example.se")
+    tries = sqlite_broker.app.extensions["broker"].config.tenants["norrnat"].activation_max_tries
+    page = enter_code
+    for guess in range(tries):
+        page = trip.submit(page, "/code", code=f"{(int(right) + 1 + guess) % 1000000:06d}")
+        assert "That code is not right" in page.text
+    spent = trip.submit(page, "/code", code=right)
+    assert spent.status_code == 400
+    assert "tried too many times" in spent.text
+    assert _count(sqlite_broker, User) == 0
+
+
+def test_the_first_login_pages_do_nothing_in_another_browser(sqlite_broker):
+    trip = PortalLogin(sqlite_broker, "norrnat")
+    trip.authorize()
+    ask_email = trip.login_with("facebook", "nils")
+    elsewhere = requests.Session()
+    page = elsewhere.get(ask_email.url, timeout=5)
+    assert page.status_code == 400
+    assert "opened in another browser" in page.text
+    posted = elsewhere.post(ask_email.url + "/email", data={"email": "x@example.se"}, timeout=5)
+    assert posted.status_code == 400
+    assert _count(sqlite_broker, Verification) == 0
 
 
 def test_facebook_and_microsoft_personal_emails_are_not_trusted_without_a_code(sqlite_broker):
