@@ -82,7 +82,11 @@ def search_audit(
 def export_json_lines(
     db: Session, staff_tenants: list[str], query: AuditQuery
 ) -> Iterator[str]:
-    """One JSON object per line, oldest first, fetched in batches (keyset on id)."""
+    """One JSON object per line, oldest first, fetched in batches (keyset on id).
+
+    Each batch is read in its own short transaction, ended before the lines go out, so a slow
+    download holds no database lock (SQLite's transactions here are all writers).
+    """
     last_id = 0
     sent = 0
     while sent < MAX_EXPORT:
@@ -94,12 +98,15 @@ def export_json_lines(
                 .limit(EXPORT_BATCH)
             )
         )
-        if not batch:
+        lines = [json.dumps(event_json(row), ensure_ascii=False, sort_keys=True) + "\n"
+                 for row in batch]
+        if batch:
+            last_id = batch[-1].id
+        db.rollback()  # read-only: end the transaction before streaming
+        if not lines:
             return
-        for row in batch:
-            yield json.dumps(event_json(row), ensure_ascii=False, sort_keys=True) + "\n"
-        sent += len(batch)
-        last_id = batch[-1].id
+        yield from lines
+        sent += len(lines)
 
 
 def parse_time(value: str | None) -> datetime | None:
