@@ -203,7 +203,7 @@ def after_upstream_login(
         return _step(flow)
     existing = _user_by_email(db, tenant.slug, email)
     if existing is not None:
-        return _ask_for_proof(db, tenant, flow, existing, source)
+        return _ask_for_proof(flow, existing)
     user = _create_user(db, tenant, flow, email)
     return _after_user(db, tenant, hmac_key, flow, user, source)
 
@@ -224,7 +224,7 @@ def load_first_login(
     return flow
 
 
-def current_step(db: Session, flow: Flow) -> Step:
+def current_step(flow: Flow) -> Step:
     """The page for the flow's state, e.g. when the browser reloads it."""
     return _step(flow)
 
@@ -469,9 +469,7 @@ def _done(flow: Flow, user: User) -> Step:
     return Step("done", flow, user=user, amr=list(flow.data["amr"]), acr=flow.data["acr"])
 
 
-def _ask_for_proof(
-    db: Session, tenant: TenantConfig, flow: Flow, user: User, source: str | None
-) -> Step:
+def _ask_for_proof(flow: Flow, user: User) -> Step:
     if user.status == "disabled":
         return Step("refused", flow, error="disabled")
     _update(flow, state="prove", existing_user_id=user.id, existing_email=user.email,

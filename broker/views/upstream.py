@@ -217,7 +217,7 @@ def first_login(tenant: str, flow_id: str):  # type: ignore[no-untyped-def]
     tenant_config, flow = _journey_or_error(tenant, flow_id)
     if flow is None or flow.state not in PAGES:
         return _error_page(tenant_config, "journey_expired", "upstream")
-    return _render_step(tenant_config, journey.current_step(db(), flow))
+    return _render_step(tenant_config, journey.current_step(flow))
 
 
 @blueprint.post("/first-login/<flow_id>/<action>")
