@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from broker import audit, login_session
@@ -22,9 +22,10 @@ from broker.config import TenantConfig
 from broker.messaging.compose import InvalidEmailAddress, render_email, send_email
 from broker.models import Token, User, Verification, utcnow
 from broker.passwords import hash_password
-from broker.security import new_token, sha256_hex
+from broker.security import new_token
 from policies.password import PasswordCheck, check_password
 
+from . import links
 from .password_login import normalise_email
 
 PURPOSE = "password_reset"
@@ -58,21 +59,8 @@ def send_reset_link(
     )
     if recent is not None or not user.email:
         return False
-    token = new_token()
-    db.add(
-        Verification(
-            tenant=tenant.slug,
-            user_id=user.id,
-            purpose=PURPOSE,
-            method="link",
-            target=user.email,
-            secret_digest=sha256_hex(token),
-            max_attempts=1,
-            created_at=now,
-            last_sent_at=now,
-            expires_at=now + RESET_LINK_TTL,
-        )
-    )
+    token = links.issue(db, tenant=tenant.slug, user_id=user.id, purpose=PURPOSE,
+                        target=user.email, ttl=RESET_LINK_TTL, now=now)
     try:
         send_email(db, tenant, user.email, "password_reset", user.locale or tenant.default_locale,
                    link=reset_url(public_url, tenant.slug, token),
@@ -111,23 +99,12 @@ def request_reset(
     db.commit()
 
 
-def _live(token: str, tenant: str, now: datetime) -> tuple[ColumnElement[bool], ...]:
-    return (
-        Verification.tenant == tenant,
-        Verification.purpose == PURPOSE,
-        Verification.secret_digest == sha256_hex(token),
-        Verification.consumed_at.is_(None),
-        Verification.expires_at > now,
-    )
-
-
 def reset_link_user(
     db: Session, tenant: TenantConfig, token: str, now: datetime | None = None
 ) -> User | None:
     """The user a live link belongs to (for the form; does not spend the link)."""
-    user_id = db.scalar(select(Verification.user_id).where(*_live(token, tenant.slug,
-                                                                  now or utcnow())))
-    user = db.get(User, user_id) if user_id else None
+    link = links.peek(db, tenant=tenant.slug, purpose=PURPOSE, token=token, now=now)
+    user = db.get(User, link.user_id) if link is not None and link.user_id else None
     return user if user is not None and user.status != "disabled" else None
 
 
@@ -160,14 +137,8 @@ def complete_reset(
                            user_inputs=(user.name, user.email or ""))
     if not check.ok:
         return ResetResult(link_valid=True, check=check)
-    spent = db.execute(
-        update(Verification)
-        .where(*_live(token, tenant.slug, now))
-        .values(consumed_at=now)
-        .returning(Verification.user_id)
-        .execution_options(synchronize_session=False)
-    ).scalar()
-    if spent != user.id:
+    spent = links.spend(db, tenant=tenant.slug, purpose=PURPOSE, token=token, now=now)
+    if spent is None or spent[0] != user.id:
         db.rollback()
         return ResetResult(link_valid=False)
     set_new_password(db, tenant, user, password, now=now)
@@ -179,13 +150,7 @@ def complete_reset(
                      actor_id=user.id, target_user_id=user.id, source_address=source_address,
                      method="password_reset")
     # Every other reset link of the user is spent as well.
-    db.execute(
-        update(Verification)
-        .where(Verification.user_id == user.id, Verification.purpose == PURPOSE,
-               Verification.consumed_at.is_(None))
-        .values(consumed_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    links.spend_all(db, user_id=user.id, purpose=PURPOSE, now=now)
     unlock_user(db, user.id)
     login_session.end_all_for_user(db, user.id)
     revoke_refresh_tokens(db, user.id, now=now)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker import audit, login_session
@@ -29,9 +29,9 @@ from broker.messaging.compose import (
 )
 from broker.models import User, Verification, utcnow
 from broker.passwords import verify_password
-from broker.security import new_token, sha256_hex
 from policies.password import PasswordRule, check_password
 
+from . import links
 from .password_login import normalise_email
 from .password_reset import revoke_refresh_tokens, set_new_password
 from .registration import MAX_NAME_LENGTH
@@ -89,21 +89,9 @@ def request_email_change(
         return "invalid_email"
     if address == user.email:
         return "same_email"
-    token = new_token()
-    db.execute(
-        update(Verification)
-        .where(Verification.user_id == user.id, Verification.purpose == EMAIL_CHANGE,
-               Verification.consumed_at.is_(None))
-        .values(consumed_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    db.add(
-        Verification(
-            tenant=tenant.slug, user_id=user.id, purpose=EMAIL_CHANGE, method="link",
-            target=address, secret_digest=sha256_hex(token), max_attempts=1,
-            created_at=now, last_sent_at=now, expires_at=now + EMAIL_CHANGE_TTL,
-        )
-    )
+    links.spend_all(db, user_id=user.id, purpose=EMAIL_CHANGE, now=now)
+    token = links.issue(db, tenant=tenant.slug, user_id=user.id, purpose=EMAIL_CHANGE,
+                        target=address, ttl=EMAIL_CHANGE_TTL, now=now)
     send_email(db, tenant, address, "email_change_verify", user.locale or tenant.default_locale,
                link=email_change_url(public_url, tenant.slug, token),
                hours=int(EMAIL_CHANGE_TTL.total_seconds() // 3600))
@@ -113,22 +101,11 @@ def request_email_change(
     return None
 
 
-def _live_change(token: str, tenant: str, now: datetime) -> tuple[ColumnElement[bool], ...]:
-    return (
-        Verification.tenant == tenant,
-        Verification.purpose == EMAIL_CHANGE,
-        Verification.secret_digest == sha256_hex(token),
-        Verification.consumed_at.is_(None),
-        Verification.expires_at > now,
-    )
-
-
 def pending_email_change(
     db: Session, tenant: TenantConfig, token: str, now: datetime | None = None
 ) -> Verification | None:
     """The live change request behind a link (for the confirm page; does not spend it)."""
-    return db.scalar(select(Verification).where(*_live_change(token, tenant.slug,
-                                                              now or utcnow())))
+    return links.peek(db, tenant=tenant.slug, purpose=EMAIL_CHANGE, token=token, now=now)
 
 
 def confirm_email_change(
@@ -137,13 +114,7 @@ def confirm_email_change(
 ) -> Literal["changed", "invalid", "taken"]:
     """Spend the link, switch the address and tell the old one. Commits."""
     now = now or utcnow()
-    change = db.execute(
-        update(Verification)
-        .where(*_live_change(token, tenant.slug, now))
-        .values(consumed_at=now)
-        .returning(Verification.user_id, Verification.target)
-        .execution_options(synchronize_session=False)
-    ).first()
+    change = links.spend(db, tenant=tenant.slug, purpose=EMAIL_CHANGE, token=token, now=now)
     user = db.get(User, change[0]) if change and change[0] else None
     if change is None or user is None or user.status != "active":
         db.rollback()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from broker import audit
@@ -21,8 +21,9 @@ from broker.attempts import unlock_user
 from broker.config import TenantConfig
 from broker.messaging.compose import InvalidEmailAddress, send_email
 from broker.models import User, Verification, utcnow
-from broker.security import new_token, sha256_hex
 from policies.lockout import is_until_unlocked
+
+from . import links
 
 UNLOCK_LINK_TTL = timedelta(hours=24)
 PURPOSE = "unlock"
@@ -50,21 +51,8 @@ def send_unlock_link(
     Runs in the caller's transaction, so the email exists exactly when the lock was recorded.
     """
     now = now or utcnow()
-    token = new_token()
-    db.add(
-        Verification(
-            tenant=tenant.slug,
-            user_id=user.id,
-            purpose=PURPOSE,
-            method="link",
-            target=user.email or "",
-            secret_digest=sha256_hex(token),
-            max_attempts=1,
-            created_at=now,
-            last_sent_at=now,
-            expires_at=now + UNLOCK_LINK_TTL,
-        )
-    )
+    token = links.issue(db, tenant=tenant.slug, user_id=user.id, purpose=PURPOSE,
+                        target=user.email or "", ttl=UNLOCK_LINK_TTL, now=now)
     if user.email:
         link = unlock_url(public_url, tenant.slug, token)
         try:
@@ -79,22 +67,11 @@ def send_unlock_link(
     return token
 
 
-def _live_link(token: str, tenant: str, now: datetime) -> tuple[ColumnElement[bool], ...]:
-    return (
-        Verification.tenant == tenant,
-        Verification.purpose == PURPOSE,
-        Verification.secret_digest == sha256_hex(token),
-        Verification.consumed_at.is_(None),
-        Verification.expires_at > now,
-    )
-
-
 def unlock_link_is_valid(
     db: Session, tenant: TenantConfig, token: str, now: datetime | None = None
 ) -> bool:
     """True while the link is unused and unexpired (for the confirm page; does not consume)."""
-    live = _live_link(token, tenant.slug, now or utcnow())
-    return db.scalar(select(Verification.id).where(*live)) is not None
+    return links.peek(db, tenant=tenant.slug, purpose=PURPOSE, token=token, now=now) is not None
 
 
 @dataclass(frozen=True)
@@ -120,13 +97,8 @@ def consume_unlock_link(
     Commits on success, so the unlock is done before the page says so.
     """
     now = now or utcnow()
-    user_id = db.execute(
-        update(Verification)
-        .where(*_live_link(token, tenant.slug, now))
-        .values(consumed_at=now)
-        .returning(Verification.user_id)
-        .execution_options(synchronize_session=False)
-    ).scalar()
+    spent = links.spend(db, tenant=tenant.slug, purpose=PURPOSE, token=token, now=now)
+    user_id = spent[0] if spent else None
     if user_id is None:
         db.rollback()
         return UnlockResult(unlocked=False)
