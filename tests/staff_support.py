@@ -41,11 +41,11 @@ def staff_password_hash() -> str:
     return auth.hash_staff_password(STAFF_PASSWORD)
 
 
-def make_app(database_url: str):  # type: ignore[no-untyped-def]
+def make_app(database_url: str, **overrides: Any):  # type: ignore[no-untyped-def]
     tenants = demo_tenants(PORTAL_SECRET, "http://portal.test", "http://emulator.test")
     for tenant in tenants.values():
         tenant.update(argon2_time_cost=1, argon2_memory_kib=8192, resend_cooldown_seconds=0)
-    application = create_app(make_config(database_url, tenants=tenants))
+    application = create_app(make_config(database_url, tenants=tenants, **overrides))
     application.config["TESTING"] = True
     return application
 

@@ -207,3 +207,22 @@ def test_signing_out_ends_the_console_session(staff_app):
     client = signed_in(staff_app, scene.agent_a)
     assert client.post("/console/logout").status_code == 302
     assert client.get("/console/users").status_code == 302
+
+
+def test_with_csrf_protection_on_a_console_form_without_its_token_is_refused(sqlite_url):
+    app = make_app(sqlite_url, csrf_protection=True)
+    try:
+        scene = build_scene(app)
+        prepare(app, scene, "unlock")
+        client = signed_in(app, scene.agent_a)
+        page = client.get(f"/console/users/{scene.user_a}").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        url = f"/console/users/{scene.user_a}/actions/unlock"
+        forged = client.post(url, data={"reason": "from another site"})
+        assert forged.status_code == 400
+        assert staff_records(app) == []
+        done = client.post(url, data={"reason": "verified", "csrf_token": token})
+        assert done.status_code == 200
+        assert get_user(app, scene.user_a).locked_until is None
+    finally:
+        app.extensions["broker"].engine.dispose()
