@@ -165,3 +165,52 @@ def demo_config(data_dir: Path, host: str = "127.0.0.1") -> BrokerConfig:
         },
         "demo config",
     )
+
+
+# Customer records the demo loads into each utility's register (as an export from its customer
+# system would), so a newcomer can bind an account. Shown on the landing page; demo only.
+DEMO_CUSTOMERS: dict[str, list[dict[str, Any]]] = {
+    "aaro-vand": [
+        {"customer_number": "4500123", "name": "Mette Holm", "address": "Strandvej 3, Aarø",
+         "email": "mette@example.dk", "bill_code": "K7Q-2291", "national_id": "0101801234"},
+        {"customer_number": "4500456", "name": "Jens Bak", "address": "Havnegade 12, Aarø",
+         "bill_code": "P3M-8810"},
+    ],
+    "fjordvarme": [
+        {"customer_number": "700101", "name": "Kari Nordmann", "address": "Fjordveien 1",
+         "email": "kari@example.no", "phone": "+4791234567", "pin": "4711"},
+        {"customer_number": "700102", "name": "Ola Hansen", "address": "Bryggen 5",
+         "phone": "+4799887766", "pin": "9090"},
+    ],
+    "stadsenergi": [
+        {"customer_number": "88001", "name": "Matti Virtanen", "address": "Esplanaden 2",
+         "email": "matti@example.fi", "national_id": "010180-9026", "pin": "5522"},
+    ],
+    "aguas-del-valle": [
+        {"customer_number": "ES-20931", "name": "Lucía García", "address": "Calle Mayor 7",
+         "bill_code": "AV-7731"},
+        {"customer_number": "ES-88410", "kind": "company", "name": "Panadería Sol SL",
+         "address": "Plaza del Sol 1", "bill_code": "AV-1044"},
+    ],
+    "norrnat": [
+        {"customer_number": "310055", "name": "Erik Lindqvist", "address": "Älvgatan 4",
+         "invoice_numbers": ["F-2026-10023", "F-2026-11876"]},
+    ],
+}
+
+
+def load_demo_customers(config: BrokerConfig) -> None:
+    """Upsert the demo customer records (idempotent: a restart changes nothing)."""
+    import io
+
+    from .customers.importer import import_stream
+    from .db import make_engine
+
+    engine = make_engine(config.database_url)
+    try:
+        for slug, rows in DEMO_CUSTOMERS.items():
+            lines = "\n".join(json.dumps(row) for row in rows) + "\n"
+            import_stream(engine, config.tenants[slug], config.hmac_key, io.StringIO(lines),
+                          "jsonl")
+    finally:
+        engine.dispose()

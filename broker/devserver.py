@@ -21,7 +21,9 @@ def _serve(app, host: str, port: int) -> threading.Thread:  # type: ignore[no-un
 def run_demo(data_dir: Path, host: str = "127.0.0.1") -> None:
     config = demo_settings.demo_config(data_dir, host)
     broker = create_app(config, migrate=True)
+    demo_settings.load_demo_customers(config)
     links = broker.extensions["broker"].services.setdefault("demo_links", {})
+    broker.extensions["broker"].services["demo_customers"] = demo_settings.DEMO_CUSTOMERS
     threads = [_serve(broker, host, demo_settings.BROKER_PORT)]
     for extra in _extra_servers(config, host):
         name, app, port, link = extra

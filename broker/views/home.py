@@ -16,4 +16,5 @@ def index():  # type: ignore[no-untyped-def]
         "home.html",
         tenants=list(state.config.tenants.values()),
         demo=state.services.get("demo_links", {}),
+        customers=state.services.get("demo_customers", {}),
     )
