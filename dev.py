@@ -34,6 +34,8 @@ def main() -> int:
         return subprocess.call([BIN / "broker", "demo", *sys.argv[2:]], cwd=ROOT)
     if command == "test":
         _setup("test")
+        # Browser tests drive Debian's Chromium; installed here when missing and we are root.
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "install_chromium.py")], check=False)
         steps = [
             [BIN / "ruff", "check", "."],
             [BIN / "lint-imports"],
