@@ -130,3 +130,7 @@ main.add_command(_outbox_group)
 from .staff.cli import staff_group as _staff_group  # noqa: E402
 
 main.add_command(_staff_group)
+
+from .retention import purge_command as _purge_command  # noqa: E402
+
+main.add_command(_purge_command)

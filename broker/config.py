@@ -97,6 +97,29 @@ class BindingConfig(_Strict):
     invitation_valid_days: int = Field(7, ge=1)
 
 
+class RetentionConfig(_Strict):
+    """How long data past its use is kept before ``broker purge`` removes it (days).
+
+    Grace periods count from a row's own expiry. The audit log's period is the tenant's
+    ``retention_days``. Inactive-account warning and deletion are off at 0.
+    """
+
+    unactivated_days: int = Field(30, ge=1)
+    verification_grace_days: int = Field(7, ge=0)
+    flow_grace_days: int = Field(1, ge=0)
+    invitation_grace_days: int = Field(30, ge=0)
+    token_grace_days: int = Field(7, ge=0)
+    delivered_outbox_days: int = Field(30, ge=1)
+    attempt_counter_idle_days: int = Field(30, ge=1)
+    inactive_account_warn_days: int = Field(0, ge=0)
+    inactive_account_delete_days: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _warn_before_delete(self) -> RetentionConfig:
+        warn, delete = self.inactive_account_warn_days, self.inactive_account_delete_days
+        if delete and warn and warn >= delete:
+            raise ValueError("inactive_account_warn_days must be less than the delete days")
+        return self
 class UpstreamConfig(_Strict):
     """One upstream identity provider as a tenant uses it."""
 
@@ -207,6 +230,7 @@ class TenantConfig(_Strict):
     id_token_minutes: int = Field(10, ge=1)
     signing_alg: Literal["RS256", "ES256"] = "RS256"
     retention_days: int = Field(365, ge=1)
+    retention: RetentionConfig = RetentionConfig()
     upstreams: dict[str, UpstreamConfig] = {}
     clients: list[ClientConfig] = []
 

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from broker import audit
+from broker.attempts import record_failure, reserve_attempt, rule_from_config
 from broker.config import TenantConfig
 from broker.messaging.compose import (
     InvalidEmailAddress,
@@ -29,9 +30,11 @@ from broker.messaging.compose import (
 )
 from broker.models import User, utcnow
 from broker.passwords import hash_password
+from policies.binding import normalise_customer_number
 from policies.password import PasswordRule, check_password
 
 from .activation import issue_activation, resend_activation
+from .binding import BindingResult, bind_with_proof, binding_attempt_key
 from .password_login import normalise_email
 from .password_reset import send_reset_link
 
@@ -52,6 +55,8 @@ class RegistrationForm:
     privacy_accepted: bool = False
     ebill_opt_in: bool = False
     locale: str | None = None
+    customer_number: str = ""  # with proof_value: asked first when binding.ask_at_signup
+    proof_value: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class RegistrationResult:
 
     errors: dict[str, str] = field(default_factory=dict)
     password_failures: list[PasswordRule] = field(default_factory=list)
+    locked_until: datetime | None = None  # the customer number's proof limit was reached
 
     @property
     def ok(self) -> bool:
@@ -103,6 +109,7 @@ def validate(tenant: TenantConfig, form: RegistrationForm) -> tuple[Registration
                                confirmation=form.password_confirmation,
                                user_inputs=(name, email))
         failures = check.failures
+    errors.update(signup_proof_errors(tenant, form))
     return RegistrationResult(errors=errors, password_failures=failures), email, phone
 
 
@@ -154,6 +161,10 @@ def register(
                 select(User).where(User.tenant == tenant.slug, User.email == email)
             )
         else:
+            refused = prove_customer_account(db, tenant, form, user, hmac_key=hmac_key,
+                                             source_address=source_address, keep=True, now=now)
+            if refused is not None:
+                return refused
             issue_activation(db, tenant, user, hmac_key=hmac_key, secret_key=secret_key,
                              public_url=public_url, authorize_flow_id=authorize_flow_id, now=now)
             audit.record(db, "user_registered", tenant=tenant.slug, actor_type="user",
@@ -162,6 +173,10 @@ def register(
             db.commit()
             return result
     if existing is not None:
+        refused = prove_customer_account(db, tenant, form, existing, hmac_key=hmac_key,
+                                         source_address=source_address, keep=False, now=now)
+        if refused is not None:
+            return refused
         _tell_the_owner(db, tenant, existing, hmac_key=hmac_key, secret_key=secret_key,
                         public_url=public_url, source_address=source_address, now=now)
     db.commit()
@@ -181,3 +196,93 @@ def _tell_the_owner(
     audit.record(db, "registration_for_known_email", tenant=tenant.slug,
                  actor_type="anonymous", target_user_id=user.id, source_address=source_address,
                  outcome="refused")
+
+
+# --- Customer number + proof at signup (seed 001) -------------------------------------------
+#
+# When the tenant sets ``binding.ask_at_signup``, the form also asks for the customer number and
+# the tenant's first accepted proof. Both left empty: the account is created without a binding
+# (the first portal login offers the binding step). Given: the proof is checked through
+# ``flows.binding.bind_with_proof`` in the registration's own transaction, so the user, its
+# owner binding, the activation email and the audit records commit together. A refused proof
+# creates nothing, yet still counts toward the customer number's attempt limit.
+
+
+def asks_for_customer_number(tenant: TenantConfig) -> bool:
+    return tenant.binding.ask_at_signup and bool(tenant.binding.proofs)
+
+
+def signup_proof_kind(tenant: TenantConfig) -> str:
+    """The proof the registration form asks for: the tenant's first accepted one."""
+    return tenant.binding.proofs[0]
+
+
+def _wants_binding(tenant: TenantConfig, form: RegistrationForm) -> bool:
+    return asks_for_customer_number(tenant) and bool(
+        form.customer_number.strip() or form.proof_value.strip()
+    )
+
+
+def signup_proof_errors(tenant: TenantConfig, form: RegistrationForm) -> dict[str, str]:
+    """One of the pair without the other is an error on the missing field."""
+    if not _wants_binding(tenant, form):
+        return {}
+    errors: dict[str, str] = {}
+    if not normalise_customer_number(form.customer_number):
+        errors["customer_number"] = "required"
+    if not form.proof_value.strip():
+        errors["proof_value"] = "required"
+    return errors
+
+
+# Where a refused proof is shown: the limit is per customer number, the rest is about the code.
+PROOF_ERROR_FIELD = {"locked": "customer_number", "wrong_proof": "proof_value",
+                     "pin_expired": "proof_value", "missing_input": "proof_value",
+                     "proof_not_accepted": "proof_value"}
+# bind_with_proof leaves these tries counted; the others were never counted or were reset.
+COUNTED_REFUSALS = ("wrong_proof", "pin_expired")
+
+
+def prove_customer_account(
+    db: Session, tenant: TenantConfig, form: RegistrationForm, user: User, *, hmac_key: str,
+    source_address: str | None, keep: bool, now: datetime,
+) -> RegistrationResult | None:
+    """Check the signup proof for ``user``; None when registration goes on.
+
+    ``keep``: ``user`` is the one this registration just added, and the owner binding stays in
+    the transaction. For a known address (``keep=False``) the proof is checked the same way, so
+    a wrong code gets the same answer whether or not the address is registered, but nothing is
+    bound to the existing account: its owner is only told, as without a customer number.
+    On refusal the whole transaction is rolled back (no user, no email), and the counted try
+    is recorded again and committed on its own: the guess must not come for free.
+    """
+    if not _wants_binding(tenant, form):
+        return None
+    kind = signup_proof_kind(tenant)
+    proof = bind_with_proof(db, tenant, hmac_key, user, form.customer_number, kind,
+                            form.proof_value, source_address, now=now)
+    if proof.ok and keep:
+        return None
+    db.rollback()
+    if proof.ok:
+        return None
+    _count_refused_proof(db, tenant, form, kind, proof, source_address, now)
+    db.commit()
+    field_name = PROOF_ERROR_FIELD.get(proof.reason, "customer_number")
+    return RegistrationResult(errors={field_name: proof.reason},
+                              locked_until=proof.locked_until)
+
+
+def _count_refused_proof(
+    db: Session, tenant: TenantConfig, form: RegistrationForm, kind: str, proof: BindingResult,
+    source_address: str | None, now: datetime,
+) -> None:
+    """Keep the refused try on the customer number's counter after the rollback."""
+    if proof.reason in COUNTED_REFUSALS:
+        key = binding_attempt_key(tenant.slug, normalise_customer_number(form.customer_number))
+        rule = rule_from_config(tenant.lockout)
+        if reserve_attempt(db, key, rule, now=now).allowed:
+            record_failure(db, key, rule, now=now)
+    audit.record(db, "binding_failed", tenant=tenant.slug, actor_type="anonymous",
+                 source_address=source_address, reason=proof.reason, outcome="refused",
+                 proof=kind, at_signup=True)

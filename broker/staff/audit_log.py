@@ -115,3 +115,16 @@ def parse_time(value: str | None) -> datetime | None:
         return None
     parsed = datetime.fromisoformat(value.strip())
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def query_from_args(args: Any) -> AuditQuery:
+    """The filter a console page or API call asks for; ValueError names nothing on bad input."""
+    user_id = int(args["user_id"]) if args.get("user_id") else None
+    return AuditQuery(
+        tenant=args.get("tenant") or None,
+        user_id=user_id,
+        event=args.get("event") or None,
+        since=parse_time(args.get("since")),
+        until=parse_time(args.get("until")),
+        outcome=args.get("outcome") or None,
+    )

@@ -18,12 +18,18 @@ def register(app: Flask) -> None:
     from .customers import blueprint as customers_blueprint
 
     app.register_blueprint(customers_blueprint)
+    from .forgot_pin import blueprint as forgot_pin_blueprint
+
+    app.register_blueprint(forgot_pin_blueprint)
     from .account import blueprint as account_blueprint
 
     app.register_blueprint(account_blueprint)
     from .upstream import blueprint as upstream_blueprint
 
     app.register_blueprint(upstream_blueprint)
+    from .privacy import blueprint as privacy_blueprint  # privacy: export, delete, consent
+
+    app.register_blueprint(privacy_blueprint)
     from .console import register_staff_views
 
     register_staff_views(app)

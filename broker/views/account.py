@@ -16,6 +16,7 @@ from .. import login_session
 from ..config import TenantConfig
 from ..models import User
 from ..state import current, db
+from .customers import PROOF_LABELS
 from .login import authorize_flow, finish_login, set_session_cookie
 from .oidc import resume_url
 from .tenancy import current_login, source_address, tenant_or_404
@@ -31,6 +32,17 @@ FIELD_ERRORS = {
     "must_accept": "You need to accept the privacy policy to create an account.",
     "same_email": "This is already your email address.",
     "wrong_current": "The current password is not correct.",
+    # The customer number and proof asked at signup (flows.registration, seed 001).
+    "wrong_proof": "The customer number and code do not match our records.",
+    "pin_expired": "That PIN has expired. Ask for a new one below.",
+    "locked": "Too many wrong attempts for this customer number. Try again later, or call "
+              "customer service.",
+    "missing_input": "Enter the customer number and the code.",
+    "proof_not_accepted": "That kind of proof is not accepted here.",
+    "account_kind_needs_company_user": "This is a company account: register as a company.",
+    "account_kind_needs_private_user": "This is a private account: register as a private "
+                                       "customer.",
+    "company_user_has_one_account": "A company user holds one company account.",
 }
 
 
@@ -98,11 +110,20 @@ def second_factor_redirect(tenant: TenantConfig, authorize_flow_id: str | None, 
 # --- Registration -------------------------------------------------------------------------
 
 
+def _signup_proof(tenant: TenantConfig) -> dict[str, object]:
+    """What the form needs to ask for the customer number and proof first (seed 001)."""
+    if not registration.asks_for_customer_number(tenant):
+        return {"signup_proof": None}
+    kind = registration.signup_proof_kind(tenant)
+    return {"signup_proof": {"kind": kind, "label": PROOF_LABELS[kind]}}
+
+
 @blueprint.get("/register")
 def register_page(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config = _password_tenant(tenant)
     return _page("register.html", tenant_config, rules=_rules(tenant_config), form={},
-                 errors={}, failures=[], flow_id=_flow_id(tenant) or "")
+                 errors={}, failures=[], flow_id=_flow_id(tenant) or "",
+                 **_signup_proof(tenant_config))
 
 
 @blueprint.post("/register")
@@ -121,6 +142,8 @@ def register_submit(tenant: str):  # type: ignore[no-untyped-def]
         privacy_accepted=values.get("privacy") == "on",
         ebill_opt_in=values.get("ebill") == "on",
         locale=tenant_config.default_locale,
+        customer_number=values.get("customer_number", ""),
+        proof_value=values.get("proof_value", ""),
     )
     config = current().config
     result = registration.register(
@@ -131,7 +154,8 @@ def register_submit(tenant: str):  # type: ignore[no-untyped-def]
     if not result.ok:
         return _page("register.html", tenant_config, 400, rules=_rules(tenant_config),
                      form=values, errors=result.errors, failures=result.password_failures,
-                     flow_id=flow_id or "")
+                     flow_id=flow_id or "", locked_until=result.locked_until,
+                     **_signup_proof(tenant_config))
     return _page("check_email.html", tenant_config, email=form.email.strip(),
                  flow_id=flow_id or "")
 

@@ -226,17 +226,10 @@ def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
 
 
 def _audit_query() -> audit_log.AuditQuery:
-    args = request.args
     try:
-        user_id = int(args["user_id"]) if args.get("user_id") else None
-        since = audit_log.parse_time(args.get("since"))
-        until = audit_log.parse_time(args.get("until"))
+        return audit_log.query_from_args(request.args)
     except ValueError:
         abort(400)
-    return audit_log.AuditQuery(
-        tenant=args.get("tenant") or None, user_id=user_id, event=args.get("event") or None,
-        since=since, until=until, outcome=args.get("outcome") or None,
-    )
 
 
 @blueprint.get("/audit")

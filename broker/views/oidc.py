@@ -27,6 +27,8 @@ from flask import (
 )
 from sqlalchemy import select
 
+from flows.privacy import consent_due
+
 from .. import login_session
 from ..models import Binding, Flow, utcnow
 from ..oidc.claims import CLAIMS_SUPPORTED, user_claims
@@ -173,6 +175,10 @@ def authorize(tenant: str) -> Response:
 
     if _binding_step_due(user, resumed):
         return _start_step(tenant, required, "customers.accounts")
+    # Privacy step (views/privacy.py): a new privacy-policy version is accepted before the code.
+    if consent_due(server.tenant, user):
+        return _start_step(tenant, required, "privacy.consent")
+    # end privacy step
 
     g.oidc_login = login
     response = server.create_authorization_response(grant=grant, grant_user=user)
