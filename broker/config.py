@@ -120,6 +120,8 @@ class RetentionConfig(_Strict):
         if delete and warn and warn >= delete:
             raise ValueError("inactive_account_warn_days must be less than the delete days")
         return self
+
+
 class UpstreamConfig(_Strict):
     """One upstream identity provider as a tenant uses it."""
 

@@ -376,6 +376,7 @@ def erase_account(
             (Verification.tenant == tenant.slug) & Verification.target.in_(contacts))))
     count("messages", delete(OutboxMessage).where(
         OutboxMessage.tenant == tenant.slug, OutboxMessage.recipient.in_(contacts)))
+    removed["messages"] += _scrub_messages_naming(db, tenant.slug, personal)
     count("invitations", delete(Invitation).where(
         Invitation.tenant == tenant.slug,
         or_(Invitation.email.in_(contacts),
@@ -482,6 +483,28 @@ def _scrub(value: Any, personal: list[str]) -> Any:
     if isinstance(value, str):
         return _scrub_text(value, personal)
     return value
+
+
+def _scrub_messages_naming(db: Session, tenant: str, personal: list[str]) -> int:
+    """Messages to other people that name the person (an invitation "from Kari"): an unsent
+    one is dropped, a sent one keeps its record with the name replaced."""
+    if not personal:
+        return 0
+    text = func.lower(OutboxMessage.subject + " " + OutboxMessage.body_text)
+    rows = list(db.scalars(select(OutboxMessage).where(
+        OutboxMessage.tenant == tenant, or_(*[text.contains(v.lower()) for v in personal]))))
+    dropped = 0
+    for message in rows:
+        if message.status == "pending":
+            db.delete(message)
+            dropped += 1
+            continue
+        message.subject = _scrub_text(message.subject, personal)
+        message.body_text = _scrub_text(message.body_text, personal)
+        message.body_html = _scrub_text(message.body_html, personal) if message.body_html else None
+        message.last_error = None
+    db.flush()
+    return dropped
 
 
 def _pseudonymise_audit(db: Session, user_id: int, personal: list[str]) -> int:

@@ -348,4 +348,3 @@ def logout(tenant: str) -> Response:
         )
     response.delete_cookie(login_session.cookie_name(tenant), path=f"/t/{tenant}")
     return response
-
