@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,33 @@ from typing import Any
 from flask import g, has_request_context
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Libraries whose DEBUG lines print secrets: authlib logs every token it issues ("Issue token
+# {...}"), urllib3 every URL it fetches (an upstream callback's code). Held at INFO.
+QUIET_LIBRARIES = ("authlib", "urllib3")
+_QUERY = re.compile(r"\?[^\s\"]*")
+_TOKEN_SEGMENT = re.compile(r"/[A-Za-z0-9_.~%-]{20,}")
+_EMAIL = re.compile(r"[^\s/?&=\"]+(@|%40)[^\s/?&=\"]+")
+
+
+def redact_url(text: str) -> str:
+    """A request line or URL without what may be personal or secret: the query string (email
+    in ``/activate?email=``), long random path segments (link tokens) and email addresses."""
+    text = _QUERY.sub("?[redacted]", text)
+    text = _TOKEN_SEGMENT.sub("/[redacted]", text)
+    return _EMAIL.sub("[email]", text)
+
+
+class RequestLineFilter(logging.Filter):
+    """werkzeug's access lines carry the whole URL; keep the method, path shape and status."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_url(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = redact_url(record.msg)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,4 +65,9 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    werkzeug = logging.getLogger("werkzeug")
+    werkzeug.setLevel(logging.WARNING)
+    if not any(isinstance(f, RequestLineFilter) for f in werkzeug.filters):
+        werkzeug.addFilter(RequestLineFilter())
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.INFO)
