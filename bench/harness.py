@@ -1,0 +1,278 @@
+"""What the HTTP benchmarks share: a scratch PostgreSQL database, a config file, a real
+``broker serve`` (gunicorn, one worker) pinned to one CPU, and the figures read from /proc.
+
+One worker pinned to one CPU makes every rate a rate *per core*. The worker's CPU seconds
+(utime + stime from /proc) are read before and after each measured phase, so a rate can also
+be given per CPU-second of the worker, which other load on the machine does not distort.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from broker.config import BrokerConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKER = str(Path(sys.executable).with_name("broker"))
+POSTGRES_ADMIN_URL = os.environ.get(
+    "BROKER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TENANT = "bench-vand"
+CLIENT_ID = "bench-portal"
+CLIENT_SECRET = "bench-portal-secret-0123456789abcdefghijkl"
+REDIRECT_URI = "http://portal.bench/callback"
+
+
+def machine() -> str:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} CPUs ({model}); load average {load}"
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+@contextmanager
+def scratch_postgres(prefix: str) -> Iterator[str]:
+    """A new database on the benchmark's PostgreSQL, dropped afterwards."""
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def throttle_section() -> str:
+    """Throttles stay on (their cost is part of the path) but with limits this load from one
+    address never reaches: a benchmark measures capacity, not the per-address limit."""
+    if "throttle" not in BrokerConfig.model_fields:
+        return ""
+    high = '"1000000/minute"'
+    return (
+        f"[throttle.login]\nper_address = {high}\nper_target = {high}\n"
+        f"[throttle.oidc]\nper_client = {high}\n"
+    )
+
+
+def write_config(path: Path, database_url: str, public_url: str) -> None:
+    """One tenant with the defaults (argon2 parameters included), one confidential portal,
+    CSRF off so that a client can post the login form without first fetching it."""
+    path.write_text(
+        f'public_url = "{public_url}"\n'
+        f'database_url = "{database_url}"\n'
+        f'secret_key = "{secrets.token_urlsafe(32)}"\n'
+        f'hmac_key = "{secrets.token_urlsafe(32)}"\n'
+        "csrf_protection = false\n"
+        f"[tenants.{TENANT}]\n"
+        'name = "Bench Vand"\n'
+        'country = "DK"\n'
+        'login_methods = ["password"]\n'
+        f"[[tenants.{TENANT}.clients]]\n"
+        f'client_id = "{CLIENT_ID}"\n'
+        f'client_secret = "{CLIENT_SECRET}"\n'
+        f'redirect_uris = ["{REDIRECT_URI}"]\n'
+        + throttle_section(),
+        encoding="utf-8",
+    )
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def proc_memory_mib(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process in MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+@dataclass
+class BrokerServer:
+    """A running ``broker serve --workers 1``; ``worker_pid`` is the one gunicorn worker."""
+
+    url: str
+    config_path: Path
+    process: subprocess.Popen[bytes]
+    cpu: int
+    worker_pid: int = 0
+
+    def issuer(self) -> str:
+        return f"{self.url}/t/{TENANT}"
+
+    def worker_cpu_seconds(self) -> float:
+        return proc_cpu_seconds(self.worker_pid)
+
+    def worker_memory_mib(self) -> tuple[float, float]:
+        return proc_memory_mib(self.worker_pid)
+
+
+@contextmanager
+def broker_serve(folder: Path, database_url: str, cpu: int = 0) -> Iterator[BrokerServer]:
+    """Migrate, then start ``broker serve`` with one worker pinned to ``cpu``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config_path = folder / "broker.toml"
+    write_config(config_path, database_url, url)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([BROKER, "db", "upgrade", "--config", str(config_path)], check=True,
+                   env=env, stdout=subprocess.DEVNULL)
+    log = (folder / "broker.log").open("wb")
+    process = subprocess.Popen(  # noqa: S603 - our own CLI
+        [BROKER, "serve", "--config", str(config_path), "--bind", f"127.0.0.1:{port}",
+         "--workers", "1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
+    server = BrokerServer(url=url, config_path=config_path, process=process, cpu=cpu)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"broker serve did not start; see {folder / 'broker.log'}")
+            time.sleep(0.2)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        server.worker_pid = int(children[0])
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def pin_this_thread(cpus: set[int]) -> None:
+    """Threads started afterwards inherit the affinity."""
+    os.sched_setaffinity(0, cpus)
+
+
+def other_cpus(cpu: int) -> set[int]:
+    rest = set(os.sched_getaffinity(0) | set(range(os.cpu_count() or 1))) - {cpu}
+    return rest or {cpu}
+
+
+@dataclass
+class LoadResult:
+    """What a closed-loop load run measured: every request's latency and the wall time."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    worker_cpu_seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
+
+    @property
+    def rate_per_cpu_second(self) -> float:
+        cpu = self.worker_cpu_seconds
+        return len(self.latencies_ms) / cpu if cpu else 0.0
+
+    def summary(self) -> str:
+        if not self.latencies_ms:
+            return f"no request succeeded; errors: {self.errors[:3]}"
+        return (
+            f"{len(self.latencies_ms)} requests in {self.seconds:.1f} s = {self.rate:.1f}/s "
+            f"(worker used {self.worker_cpu_seconds:.1f} CPU s: "
+            f"{self.rate_per_cpu_second:.1f} per CPU-second); "
+            f"p50 {percentile(self.latencies_ms, 0.5):.1f} ms, "
+            f"p99 {percentile(self.latencies_ms, 0.99):.1f} ms"
+            + (f"; {len(self.errors)} errors, first: {self.errors[0]}" if self.errors else "")
+        )
+
+
+def closed_loop(
+    server: BrokerServer,
+    threads: int,
+    jobs: list[Callable[[requests.Session], None]] | None = None,
+    *,
+    make_job: Callable[[int], Callable[[requests.Session], None] | None] | None = None,
+    duration: float | None = None,
+) -> LoadResult:
+    """Run requests from ``threads`` client threads, each waiting for its answer before the
+    next (closed loop). Either a fixed list of ``jobs`` or ``make_job(thread)`` until
+    ``duration`` seconds pass (or it returns None). A job raises to report a failure."""
+    result = LoadResult()
+    lock = threading.Lock()
+    queue = list(reversed(jobs or []))
+    stop_at: list[float] = []
+
+    def next_job(index: int) -> Callable[[requests.Session], None] | None:
+        if make_job is not None:
+            if stop_at and time.perf_counter() >= stop_at[0]:
+                return None
+            return make_job(index)
+        with lock:
+            return queue.pop() if queue else None
+
+    def client(index: int) -> None:
+        with requests.Session() as browser:
+            while (job := next_job(index)) is not None:
+                started = time.perf_counter()
+                try:
+                    job(browser)
+                except Exception as error:  # noqa: BLE001 - counted and reported
+                    with lock:
+                        result.errors.append(f"{type(error).__name__}: {error}"[:200])
+                    continue
+                elapsed = (time.perf_counter() - started) * 1000
+                with lock:
+                    result.latencies_ms.append(elapsed)
+
+    cpu_before = server.worker_cpu_seconds()
+    started = time.perf_counter()
+    if duration is not None:
+        stop_at.append(started + duration)
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    result.seconds = time.perf_counter() - started
+    result.worker_cpu_seconds = server.worker_cpu_seconds() - cpu_before
+    return result
