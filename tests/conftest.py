@@ -95,8 +95,14 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def make_config(database_url: str, **overrides: Any) -> BrokerConfig:
-    """A two-tenant test configuration; ``overrides`` replace top-level keys."""
+def make_config(
+    database_url: str, *, page_language: str | None = "en", **overrides: Any
+) -> BrokerConfig:
+    """The demo tenants as a test configuration; ``overrides`` replace top-level keys.
+
+    Pages speak ``page_language`` (every tenant's default_locale) so that tests can read them;
+    pass ``page_language=None`` to keep the utilities' own defaults (da, nb, sv, es).
+    """
     from broker.demo import demo_tenants
 
     tenants = demo_tenants(PORTAL_SECRET, "http://portal.test", "http://emulator.test")
@@ -112,6 +118,10 @@ def make_config(database_url: str, **overrides: Any) -> BrokerConfig:
         "tenants": tenants,
     }
     data.update(overrides)
+    if page_language is not None:
+        for tenant in data["tenants"].values():
+            if page_language in tenant.get("locales", [page_language]):
+                tenant["default_locale"] = page_language
     return parse_config(data, "test config")
 
 
