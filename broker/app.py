@@ -52,6 +52,9 @@ def create_app(config: BrokerConfig | str | Path, *, migrate: bool = False) -> F
 
     _install_request_hooks(app)
     _register_blueprints(app)
+    from .i18n import init_app as install_languages
+
+    install_languages(app, config.tenants)
     _protect_forms(app, config)
     if config.messaging.run_worker_in_process:
         from .messaging.worker import start_in_process_worker

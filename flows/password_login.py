@@ -80,7 +80,11 @@ def authenticate_password(
     now = now or utcnow()
     email = normalise_email(email)
     rule = rule_from_config(tenant.lockout)
-    user = db.scalar(select(User).where(User.tenant == tenant.slug, User.email == email))
+    # No account has a NUL in its email (registration refuses one), and PostgreSQL cannot
+    # even compare one: such an address is unknown, answered like any other.
+    user = None if "\x00" in email else db.scalar(
+        select(User).where(User.tenant == tenant.slug, User.email == email)
+    )
     if user is None:
         return _unknown_email(db, tenant, email, password, source_address, hmac_key, now)
 
@@ -102,7 +106,9 @@ def authenticate_password(
         return PasswordLoginResult("invalid")
 
     record_login_success(db, user.id)
-    db.refresh(user)
+    # ``user`` was read at the start of this request; its status is not read again here (one
+    # query per login saved). A support action landing during the verify cannot be bypassed:
+    # every later request loads the session joined with ``status = 'active'``.
     if user.status != "active":
         outcome: Outcome = "not_activated" if user.status == "pending" else "disabled"
         _audit_failure(db, tenant, user.id, source_address, outcome.replace("_", " "))
@@ -110,7 +116,8 @@ def authenticate_password(
         return PasswordLoginResult(outcome)
     if user.password_hash and needs_rehash(tenant, user.password_hash):
         user.password_hash = hash_password(tenant, password)
-    user.last_login_at = now
+    # last_login_at is stamped by ``broker.login_session.start`` once the login completes
+    # (after any second factor), in the same transaction as the session.
     audit.record(
         db,
         "login_succeeded",

@@ -8,12 +8,14 @@ in a cookie of its own, so the session cookie is only set once both factors are 
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from flask_babel import lazy_gettext as _l
 
 from flows import activation, password_reset, profile, registration, totp
 from policies.password import describe_rules
 
 from .. import login_session
 from ..config import TenantConfig
+from ..i18n import current_locale
 from ..models import User
 from ..state import current, db
 from .customers import PROOF_LABELS
@@ -24,25 +26,25 @@ from .tenancy import current_login, source_address, tenant_or_404
 blueprint = Blueprint("account", __name__, url_prefix="/t/<tenant>")
 
 FIELD_ERRORS = {
-    "invalid_email": "Enter a valid email address, like name@example.com.",
-    "required": "This field is required.",
-    "too_long": "This is too long.",
-    "invalid_phone": "Enter a valid phone number, with the country code if it is not local.",
-    "invalid_choice": "Choose one of the options.",
-    "must_accept": "You need to accept the privacy policy to create an account.",
-    "same_email": "This is already your email address.",
-    "wrong_current": "The current password is not correct.",
+    "invalid_email": _l("Enter a valid email address, like name@example.com."),
+    "required": _l("This field is required."),
+    "too_long": _l("This is too long."),
+    "invalid_phone": _l("Enter a valid phone number, with the country code if it is not local."),
+    "invalid_choice": _l("Choose one of the options."),
+    "must_accept": _l("You need to accept the privacy policy to create an account."),
+    "same_email": _l("This is already your email address."),
+    "wrong_current": _l("The current password is not correct."),
     # The customer number and proof asked at signup (flows.registration, seed 001).
-    "wrong_proof": "The customer number and code do not match our records.",
-    "pin_expired": "That PIN has expired. Ask for a new one below.",
-    "locked": "Too many wrong attempts for this customer number. Try again later, or call "
-              "customer service.",
-    "missing_input": "Enter the customer number and the code.",
-    "proof_not_accepted": "That kind of proof is not accepted here.",
-    "account_kind_needs_company_user": "This is a company account: register as a company.",
-    "account_kind_needs_private_user": "This is a private account: register as a private "
-                                       "customer.",
-    "company_user_has_one_account": "A company user holds one company account.",
+    "wrong_proof": _l("The customer number and code do not match our records."),
+    "pin_expired": _l("That PIN has expired. Ask for a new one below."),
+    "locked": _l("Too many wrong attempts for this customer number. Try again later, or call "
+                 "customer service."),
+    "missing_input": _l("Enter the customer number and the code."),
+    "proof_not_accepted": _l("That kind of proof is not accepted here."),
+    "account_kind_needs_company_user": _l("This is a company account: register as a company."),
+    "account_kind_needs_private_user": _l("This is a private account: register as a "
+                                          "private customer."),
+    "company_user_has_one_account": _l("A company user holds one company account."),
 }
 
 
@@ -141,7 +143,7 @@ def register_submit(tenant: str):  # type: ignore[no-untyped-def]
         registration_type=values.get("registration_type", types[0] if len(types) == 1 else ""),
         privacy_accepted=values.get("privacy") == "on",
         ebill_opt_in=values.get("ebill") == "on",
-        locale=tenant_config.default_locale,
+        locale=current_locale(),
         customer_number=values.get("customer_number", ""),
         proof_value=values.get("proof_value", ""),
     )

@@ -7,6 +7,7 @@ binding form before the portal gets its code (seed 000: "now you need your custo
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from flows import binding as binding_flow
@@ -20,9 +21,9 @@ from .tenancy import current_login, source_address, tenant_or_404
 
 blueprint = Blueprint("customers", __name__, url_prefix="/t/<tenant>")
 PROOF_LABELS = {
-    "pin": "PIN code",
-    "bill_code": "Activation code from the bill (top right)",
-    "invoice": "A previous invoice number",
+    "pin": _l("PIN code"),
+    "bill_code": _l("Activation code from the bill (top right)"),
+    "invoice": _l("A previous invoice number"),
 }
 
 

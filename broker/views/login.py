@@ -19,7 +19,7 @@ blueprint = Blueprint("login", __name__, url_prefix="/t/<tenant>")
 
 
 def authorize_flow(tenant: str, flow_id: str | None) -> Flow | None:
-    if not flow_id:
+    if not flow_id or "\x00" in flow_id:  # ids are URL-safe; PostgreSQL text holds no NUL
         return None
     flow = db().get(Flow, flow_id)
     if flow is None or flow.tenant != tenant or flow.kind != "authorize":

@@ -25,6 +25,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext as _
 from sqlalchemy import select
 
 from flows.privacy import consent_due
@@ -331,7 +332,7 @@ def logout(tenant: str) -> Response:
                 "oidc/error.html",
                 tenant=server.tenant,
                 error="invalid_request",
-                description="post_logout_redirect_uri is not registered for this portal.",
+                description=_("The address to return to is not registered for this portal."),
             ), 400  # type: ignore[return-value]
     if request.method == "GET" and login is not None and not hint:
         return render_template("oidc/logout_confirm.html", tenant=server.tenant,
