@@ -33,7 +33,7 @@ def add_person(db, config, tenant: str, email: str, name: str, phone: str | None
                *, password: bool = True, **fields: Any) -> User:
     user = User(tenant=tenant, subject=secrets.token_hex(16), email=email, email_verified=True,
                 name=name, phone=phone, status="active", privacy_version="1",
-                privacy_accepted_at=utcnow(), locale="nb",
+                privacy_accepted_at=utcnow(), locale="en",
                 password_hash=hash_password(config.tenants[tenant], PASSWORD) if password
                 else None, **fields)
     db.add(user)
