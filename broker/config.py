@@ -89,12 +89,29 @@ class LockoutConfig(_Strict):
     unlock_requires_password_reset: bool = False
 
 
+class RegistryConfig(_Strict):
+    """Where a tenant's customers are looked up: the imported SQL register (the default), or
+    the utility's live customer system over HTTP (``broker/customers/http_registry.py``)."""
+
+    kind: Literal["sql", "http"] = "sql"
+    url: str | None = Field(None, pattern=r"^https?://")
+    token: str | None = None
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _http_needs_url(self) -> RegistryConfig:
+        if self.kind == "http" and not self.url:
+            raise ValueError("registry.kind = 'http' needs registry.url")
+        return self
+
+
 class BindingConfig(_Strict):
     proofs: list[Literal["pin", "bill_code", "invoice"]] = ["pin"]
     national_id_match: bool = False
     ask_at_signup: bool = False
     pin_valid_days: int = Field(30, ge=1)
     invitation_valid_days: int = Field(7, ge=1)
+    registry: RegistryConfig = RegistryConfig()
 
 
 class RetentionConfig(_Strict):

@@ -26,7 +26,13 @@ from broker import audit
 from broker.attempts import record_failure, record_success, reserve_attempt, rule_from_config
 from broker.config import TenantConfig
 from broker.customers.digests import national_id_hmac, proof_hmac
-from broker.customers.registry import CustomerRecord, CustomerRegistry, registry_for
+from broker.customers.registry import (
+    CustomerRecord,
+    CustomerRegistry,
+    CustomerSystemUnavailable,
+    ProofVerifyingRegistry,
+    registry_for,
+)
 from broker.models import Binding, CustomerAccount, Staff, User, utcnow
 from policies.binding import (
     account_kind_allowed,
@@ -45,7 +51,8 @@ NATIONAL_ID_PROOF = "national_id"
 @dataclass(frozen=True)
 class BindingResult:
     """``reason`` when not ok: proof_not_accepted, missing_input, locked, wrong_proof,
-    pin_expired, or an account-kind rule (account_kind_needs_company_user, ...)."""
+    pin_expired, customer_system_unavailable (a live customer system did not answer; the try
+    stays counted), or an account-kind rule (account_kind_needs_company_user, ...)."""
 
     ok: bool
     reason: str = ""
@@ -84,7 +91,7 @@ def bind_with_proof(
     proof_value: str,
     source_address: str | None,
     *,
-    registry: CustomerRegistry | None = None,
+    registry: CustomerRegistry | ProofVerifyingRegistry | None = None,
     now: datetime | None = None,
 ) -> BindingResult:
     """Bind ``user`` to the account ``customer_number`` when ``proof_value`` proves it."""
@@ -112,10 +119,21 @@ def bind_with_proof(
     if not reservation.allowed:
         return refuse("locked", locked_until=reservation.locked_until)
 
-    record = (registry or registry_for(db, tenant)).find_by_number(number)
-    candidate = proof_hmac(hmac_key, proof_kind, proof_value)
-    digests = record.proof_digests(proof_kind) if record else [None]
-    if not proof_matches(candidate, digests) or record is None:
+    registry = registry or registry_for(db, tenant_cfg)
+    if isinstance(registry, ProofVerifyingRegistry):
+        # The utility's own system checks the proof. The try was reserved above and stays
+        # counted when the system fails to answer: a timeout is never a free guess.
+        try:
+            record = registry.verify_proof(number, proof_kind, normalise_proof_value(proof_value))
+        except CustomerSystemUnavailable:
+            return refuse("customer_system_unavailable")
+        matched = record is not None
+    else:
+        record = registry.find_by_number(number)
+        candidate = proof_hmac(hmac_key, proof_kind, proof_value)
+        digests = record.proof_digests(proof_kind) if record else [None]
+        matched = proof_matches(candidate, digests)
+    if not matched or record is None:
         locked_until = record_failure(db, key, rule, now=now)
         return refuse(
             "wrong_proof", record.account_id if record else None, locked_until=locked_until
@@ -158,7 +176,7 @@ def bind_by_national_id(
     source: str | None,
     *,
     country: str | None = None,
-    registry: CustomerRegistry | None = None,
+    registry: CustomerRegistry | ProofVerifyingRegistry | None = None,
 ) -> NationalIdResult:
     """After a MitID/FTN login: bind every account with this national id (seed 002)."""
     support = {
@@ -168,8 +186,21 @@ def bind_by_national_id(
         return NationalIdResult(False, "national_id_match_disabled")
     if not national_id.strip():
         return NationalIdResult(False, "no_national_id", show_support=True, support=support)
-    digest = national_id_hmac(hmac_key, national_id, country or tenant.country)
-    records = (registry or registry_for(db, tenant.slug)).find_by_national_id_hmac(digest)
+    registry = registry or registry_for(db, tenant)
+    if isinstance(registry, ProofVerifyingRegistry):
+        try:
+            records = registry.find_by_national_id(national_id, country or tenant.country)
+        except CustomerSystemUnavailable:
+            # Not "no match": the support guidance would wrongly say the contract lacks the id.
+            audit.record(
+                db, "binding_failed", tenant=tenant.slug, actor_type="user", actor_id=user.id,
+                target_user_id=user.id, source_address=source,
+                reason="customer_system_unavailable", outcome="refused", proof=NATIONAL_ID_PROOF,
+            )
+            return NationalIdResult(False, "customer_system_unavailable")
+    else:
+        digest = national_id_hmac(hmac_key, national_id, country or tenant.country)
+        records = registry.find_by_national_id_hmac(digest)
     if not records:
         audit.record(
             db, "binding_failed", tenant=tenant.slug, actor_type="user", actor_id=user.id,

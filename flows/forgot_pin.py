@@ -6,6 +6,11 @@ a fresh single-use PIN, and the numbers with their PINs go to that contact, neve
 else. The answer is the same whether anything matched, so the form cannot be used to learn
 who is a customer; only input that cannot be a contact at all (a malformed number) is an error.
 The caller owns the transaction: new PIN digests and the outbox message commit together.
+
+A tenant whose customers live in the utility's own system (an http registry) has that system
+send the reminder and the PIN: the broker checks the input as above, passes the contact on, and
+gives the same answer, also when the system cannot be reached (it may have sent the message
+before failing; the audit record says ``customer_system_unavailable``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ from broker.customers.contact import (
     normalise_phone,
 )
 from broker.customers.digests import proof_hmac
-from broker.customers.registry import CustomerRegistry, registry_for
+from broker.customers.registry import (
+    CustomerRegistry,
+    CustomerSystemUnavailable,
+    ProofVerifyingRegistry,
+    registry_for,
+)
 from broker.messaging.compose import SmsLimitReached, send_email, send_sms
 from broker.models import CustomerAccount, utcnow
 from broker.security import new_numeric_code
@@ -58,7 +68,7 @@ def request_customer_number_and_pin(
     locale: str | None = None,
     source_address: str | None = None,
     sms_limits: SmsConfig | None = None,
-    registry: CustomerRegistry | None = None,
+    registry: CustomerRegistry | ProofVerifyingRegistry | None = None,
     now: datetime | None = None,
 ) -> ForgotPinResult:
     """Send customer number(s) and fresh PINs to the chosen contact when it is on record."""
@@ -66,20 +76,25 @@ def request_customer_number_and_pin(
     locale = locale or tenant.default_locale
     if channel not in CHANNELS:
         return ForgotPinResult(False, "unknown_channel")
-    registry = registry or registry_for(db, tenant.slug)
+    registry = registry or registry_for(db, tenant)
     if channel == "email":
-        address = normalise_email(email or "")
-        if not looks_like_email(address):
+        destination = normalise_email(email or "")
+        if not looks_like_email(destination):
             return ForgotPinResult(False, "invalid_email", channel)
-        records = registry.find_by_contact(email=address)
-        destination = address
     else:
         try:
             destination = normalise_phone(phone or "", tenant.country)
         except InvalidPhone:
             return ForgotPinResult(False, "invalid_phone", channel)
-        records = registry.find_by_contact(phone=destination)
     number = normalise_customer_number(customer_number or "")
+    if isinstance(registry, ProofVerifyingRegistry):
+        return _delegate_reminder(
+            db, tenant, registry, channel, destination, number, source_address
+        )
+    if channel == "email":
+        records = registry.find_by_contact(email=destination)
+    else:
+        records = registry.find_by_contact(phone=destination)
     if number:
         records = [r for r in records if r.number == number]
     records = records[:MAX_ACCOUNTS_PER_MESSAGE]
@@ -122,6 +137,27 @@ def request_customer_number_and_pin(
         db, "forgot_pin_requested", tenant=tenant.slug, actor_type="anonymous",
         source_address=source_address, reason=outcome, channel=channel,
         customer_account_ids=[r.account_id for r in records] if outcome == "sent" else [],
+    )
+    db.flush()
+    return ForgotPinResult(True, "", channel)
+
+
+def _delegate_reminder(
+    db: Session, tenant: TenantConfig, registry: ProofVerifyingRegistry, channel: str,
+    destination: str, customer_number: str, source_address: str | None,
+) -> ForgotPinResult:
+    """The utility's system sends number and PIN itself; the broker never sees the PIN."""
+    contact = {"email": destination} if channel == "email" else {"phone": destination}
+    try:
+        registry.send_reminder(channel, customer_number=customer_number or None, **contact)
+    except CustomerSystemUnavailable:
+        outcome = "customer_system_unavailable"
+    else:
+        outcome = "delegated"
+    audit.record(
+        db, "forgot_pin_requested", tenant=tenant.slug, actor_type="anonymous",
+        source_address=source_address, reason=outcome, channel=channel,
+        customer_account_ids=[],
     )
     db.flush()
     return ForgotPinResult(True, "", channel)

@@ -3,18 +3,31 @@
 Flows ask a :class:`CustomerRegistry` for :class:`CustomerRecord` values and never query the
 customer tables themselves, so a tenant can later answer from a live customer system instead
 of the imported register. Records carry digests only; no plain PIN or national id passes here.
+
+A live customer system cannot look customers up by our digests, so it answers a different
+contract, :class:`ProofVerifyingRegistry`: it checks a typed proof itself, matches a national id
+it already holds, and sends forgot-PIN reminders itself (``broker/customers/http_registry.py``).
+The flows ask which of the two contracts a registry speaks with ``isinstance``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from broker.models import CustomerAccount, CustomerInvoice
+
+if TYPE_CHECKING:
+    from broker.config import TenantConfig
+
+
+class CustomerSystemUnavailable(Exception):
+    """A live customer system did not answer usably (timeout, 5xx, refused, malformed): the
+    user is told to try again later, and nothing is bound or sent."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,28 @@ class CustomerRegistry(Protocol):
     def find_by_contact(
         self, *, email: str | None = None, phone: str | None = None
     ) -> list[CustomerRecord]: ...
+
+
+@runtime_checkable
+class ProofVerifyingRegistry(Protocol):
+    """A customer system that checks proofs itself and never sees our digests.
+
+    Each method returns :class:`CustomerRecord` values of the broker's local copy of the account
+    (a ``customer_accounts`` row without proof digests), so bindings, claims and delegation work
+    on the broker's own tables. Each raises :class:`CustomerSystemUnavailable` when the system
+    cannot answer.
+    """
+
+    def verify_proof(
+        self, customer_number: str, proof_kind: str, proof_value: str
+    ) -> CustomerRecord | None: ...
+
+    def find_by_national_id(self, national_id: str, country: str) -> list[CustomerRecord]: ...
+
+    def send_reminder(
+        self, channel: str, *, email: str | None = None, phone: str | None = None,
+        customer_number: str | None = None,
+    ) -> None: ...
 
 
 class SqlRegistry:
@@ -134,6 +169,17 @@ class SqlRegistry:
         ]
 
 
-def registry_for(db: Session, tenant: str) -> CustomerRegistry:
-    """The registry a tenant uses. Only the SQL register exists today."""
-    return SqlRegistry(db, tenant)
+def registry_for(
+    db: Session, tenant: TenantConfig | str
+) -> CustomerRegistry | ProofVerifyingRegistry:
+    """The registry a tenant's ``binding.registry`` names: the SQL register unless it says http.
+
+    A bare slug means the SQL register (callers that know no configuration, e.g. the bench).
+    """
+    if isinstance(tenant, str):
+        return SqlRegistry(db, tenant)
+    if tenant.binding.registry.kind == "http":
+        from broker.customers.http_registry import HttpRegistry
+
+        return HttpRegistry(db, tenant)
+    return SqlRegistry(db, tenant.slug)
