@@ -144,13 +144,14 @@ class BrokerServer:
 
 
 @contextmanager
-def broker_serve(folder: Path, database_url: str, cpu: int = 0) -> Iterator[BrokerServer]:
+def broker_serve(folder: Path, database_url: str, cpu: int = 0,
+                 extra_env: dict[str, str] | None = None) -> Iterator[BrokerServer]:
     """Migrate, then start ``broker serve`` with one worker pinned to ``cpu``."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     config_path = folder / "broker.toml"
     write_config(config_path, database_url, url)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(extra_env or {})}
     subprocess.run([BROKER, "db", "upgrade", "--config", str(config_path)], check=True,
                    env=env, stdout=subprocess.DEVNULL)
     log = (folder / "broker.log").open("wb")
@@ -183,6 +184,13 @@ def broker_serve(folder: Path, database_url: str, cpu: int = 0) -> Iterator[Brok
             process.kill()
             process.wait()
         log.close()
+
+
+def malloc_env(threshold: int | None) -> dict[str, str]:
+    """glibc raises its mmap threshold after the first free of a big block, so argon2's
+    19 MiB buffers then come from per-thread heaps that keep them; a fixed threshold makes
+    every such buffer an mmap returned on free (see BENCHMARKS.md, memory)."""
+    return {"MALLOC_MMAP_THRESHOLD_": str(threshold)} if threshold else {}
 
 
 def pin_this_thread(cpus: set[int]) -> None:

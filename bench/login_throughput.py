@@ -73,13 +73,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--raw-seconds", type=float, default=5.0)
     parser.add_argument("--cpu", type=int, default=0, help="CPU the broker worker runs on")
+    parser.add_argument("--malloc-mmap-threshold", type=int, default=None, metavar="BYTES",
+                        help="run the broker with MALLOC_MMAP_THRESHOLD_=BYTES (e.g. 1048576)")
     args = parser.parse_args()
 
     print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
     print(f"machine: {harness.machine()}")
+    print(f"command: {' '.join(sys.argv)}")
     with tempfile.TemporaryDirectory() as scratch, \
             harness.scratch_postgres("broker_bench_login") as url, \
-            harness.broker_serve(Path(scratch), url, cpu=args.cpu) as server:
+            harness.broker_serve(Path(scratch), url, cpu=args.cpu,
+                                 extra_env=harness.malloc_env(args.malloc_mmap_threshold)) \
+            as server:
         emails, stored = seed_users(server.config_path, args.threads)
         tenant = load_config(server.config_path).tenants[harness.TENANT]
         print(f"tenant argon2id: time_cost={tenant.argon2_time_cost} "
