@@ -13,6 +13,7 @@ from sqlalchemy import select
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import db as database
+from . import throttle
 from .config import BrokerConfig, load_config
 from .logs import configure_logging
 from .models import Tenant
@@ -52,6 +53,7 @@ def create_app(config: BrokerConfig | str | Path, *, migrate: bool = False) -> F
 
     _install_request_hooks(app)
     _register_blueprints(app)
+    throttle.init_app(app, config)  # after the views it wraps, before CSRF exempts them
     from .i18n import init_app as install_languages
 
     install_languages(app, config.tenants)

@@ -89,6 +89,100 @@ class LockoutConfig(_Strict):
     unlock_requires_password_reset: bool = False
 
 
+def _rate_limits(value: str | None) -> str | None:
+    """Refuse a limit string Flask-Limiter would not understand, naming the key."""
+    if value is None:
+        return None
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a rate limit; write e.g. '20/minute' or '5/hour;20/day'"
+        ) from None
+    return value
+
+
+class ThrottleLimits(_Strict):
+    """Request rates for one kind of form, as limit strings ("20/minute;100/hour").
+
+    ``per_address``: from one source address (an IPv6 /64 counts as one address);
+    ``per_target``: at one email, customer number or phone, from anywhere. None turns one off.
+    """
+
+    per_address: str | None = None
+    per_target: str | None = None
+
+    @field_validator("per_address", "per_target")
+    @classmethod
+    def _parses(cls, value: str | None) -> str | None:
+        return _rate_limits(value)
+
+
+class ClientThrottleLimits(_Strict):
+    """Token, revocation and introspection calls per portal (OIDC client): generous."""
+
+    per_client: str | None = "1200/minute"
+
+    @field_validator("per_client")
+    @classmethod
+    def _parses(cls, value: str | None) -> str | None:
+        return _rate_limits(value)
+
+
+class ThrottleConfig(_Strict):
+    """Throttles in front of every form where a secret or a target is guessed (docs/LOCKOUT.md).
+
+    Counted in memory per process, or in Redis shared by all processes when ``redis_url`` is set.
+    """
+
+    enabled: bool = True
+    strategy: Literal["sliding-window-counter", "fixed-window", "moving-window"] = (
+        "sliding-window-counter"
+    )
+    key_prefix: str = Field("broker", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    login: ThrottleLimits = ThrottleLimits()
+    registration: ThrottleLimits = ThrottleLimits()
+    forgot_password: ThrottleLimits = ThrottleLimits()
+    forgot_pin: ThrottleLimits = ThrottleLimits()
+    activation: ThrottleLimits = ThrottleLimits()
+    totp: ThrottleLimits = ThrottleLimits()
+    binding: ThrottleLimits = ThrottleLimits()
+    upstream_start: ThrottleLimits = ThrottleLimits()
+    oidc: ClientThrottleLimits = ClientThrottleLimits()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _start_from_defaults(cls, data: Any) -> Any:
+        """A section names only what it changes: ``[throttle.login] per_address = ...`` keeps
+        the default ``per_target`` (set a limit to "" to turn it off)."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for form, defaults in DEFAULT_THROTTLES.items():
+            given = data.get(form, {})
+            if isinstance(given, dict):
+                section = {**defaults, **given}
+                merged[form] = {k: (v or None) for k, v in section.items()}
+        return merged
+
+
+# Per form: (per source address, per target). Targets: the email for login, registration,
+# forgot password and activation; the customer number for binding; the phone or email the
+# PINs go to for forgot PIN.
+DEFAULT_THROTTLES: dict[str, dict[str, str | None]] = {
+    "login": {"per_address": "20/minute", "per_target": "10/minute"},
+    "registration": {"per_address": "10/minute", "per_target": "5/hour"},
+    "forgot_password": {"per_address": "10/minute", "per_target": "5/hour"},
+    "forgot_pin": {"per_address": "10/minute", "per_target": "5/hour"},
+    "activation": {"per_address": "20/minute", "per_target": "10/minute"},
+    "totp": {"per_address": "20/minute", "per_target": None},
+    "binding": {"per_address": "20/minute", "per_target": "10/minute"},
+    "upstream_start": {"per_address": "30/minute", "per_target": None},
+}
+
+
 class RegistryConfig(_Strict):
     """Where a tenant's customers are looked up: the imported SQL register (the default), or
     the utility's live customer system over HTTP (``broker/customers/http_registry.py``)."""
@@ -299,6 +393,7 @@ class BrokerConfig(_Strict):
     emulator_url: str | None = None
     csrf_protection: bool = True
     messaging: MessagingConfig = MessagingConfig()
+    throttle: ThrottleConfig = ThrottleConfig()
     tenants: dict[str, TenantConfig] = {}
 
     @field_validator("tenants")

@@ -18,6 +18,7 @@ from ..config import TenantConfig
 from ..i18n import current_locale
 from ..models import User
 from ..state import current, db
+from ..throttle import EMAIL, throttled
 from .customers import PROOF_LABELS
 from .login import authorize_flow, finish_login, set_session_cookie
 from .oidc import resume_url
@@ -129,6 +130,7 @@ def register_page(tenant: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/register")
+@throttled("registration", target=EMAIL)
 def register_submit(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config = _password_tenant(tenant)
     flow_id = _flow_id(tenant)
@@ -173,6 +175,7 @@ def activate_page(tenant: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/activate")
+@throttled("activation", target=EMAIL)
 def activate_submit(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config = _password_tenant(tenant)
     email = request.form.get("email", "")
@@ -286,6 +289,7 @@ def forgot_password_page(tenant: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/forgot-password")
+@throttled("forgot_password", target=EMAIL)
 def forgot_password_submit(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config = _password_tenant(tenant)
     email = request.form.get("email", "")
@@ -517,6 +521,7 @@ def login_totp(tenant: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/login/totp")
+@throttled("totp")
 def login_totp_submit(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config = tenant_or_404(tenant)
     pending = _pending(tenant_config)

@@ -15,6 +15,7 @@ from flows import delegation
 
 from ..models import Binding, CustomerAccount
 from ..state import current, db
+from ..throttle import CUSTOMER_NUMBER, throttled
 from .login import authorize_flow
 from .oidc import resume_url
 from .tenancy import current_login, source_address, tenant_or_404
@@ -58,6 +59,7 @@ def accounts(tenant: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/customer-accounts")
+@throttled("binding", target=CUSTOMER_NUMBER)
 def bind(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config, login, user = _require_login(tenant)
     if login is None:

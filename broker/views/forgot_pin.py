@@ -15,6 +15,7 @@ from flows.forgot_pin import request_customer_number_and_pin
 
 from ..config import TenantConfig
 from ..state import current, db
+from ..throttle import CONTACT, throttled
 from .tenancy import source_address, tenant_or_404
 
 blueprint = Blueprint("forgot_pin", __name__, url_prefix="/t/<tenant>")
@@ -47,6 +48,7 @@ def forgot_pin_page(tenant: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/forgot-pin")
+@throttled("forgot_pin", target=CONTACT)
 def forgot_pin_submit(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config = _pin_tenant(tenant)
     form = {name: request.form.get(name, "") for name in FIELDS}

@@ -12,6 +12,7 @@ from .. import login_session
 from ..config import TenantConfig
 from ..models import Flow, LoginSession, utcnow
 from ..state import current, db
+from ..throttle import EMAIL, throttled
 from .oidc import resume_url
 from .tenancy import current_login, source_address, tenant_or_404
 
@@ -70,6 +71,7 @@ def login_page(tenant: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/login")
+@throttled("login", target=EMAIL)
 def login_submit(tenant: str):  # type: ignore[no-untyped-def]
     from flows.password_login import authenticate_password
 

@@ -37,6 +37,7 @@ from ..oidc.endpoints import find_token
 from ..oidc.server import SCOPES, TenantServer
 from ..security import new_token
 from ..state import current, db
+from ..throttle import CLIENT, throttled
 from .tenancy import current_login, tenant_or_404
 
 log = logging.getLogger(__name__)
@@ -264,18 +265,21 @@ def _token_response(server: TenantServer, make: Any) -> Response:
 
 
 @blueprint.post("/token")
+@throttled("oidc", target=CLIENT)
 def token(tenant: str) -> Response:
     server = server_for(tenant)
     return _token_response(server, server.create_token_response)
 
 
 @blueprint.post("/revoke")
+@throttled("oidc", target=CLIENT)
 def revoke(tenant: str) -> Response:
     server = server_for(tenant)
     return _token_response(server, lambda: server.create_endpoint_response("revocation"))
 
 
 @blueprint.post("/introspect")
+@throttled("oidc", target=CLIENT)
 def introspect(tenant: str) -> Response:
     server = server_for(tenant)
     return _token_response(server, lambda: server.create_endpoint_response("introspection"))

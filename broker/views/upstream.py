@@ -23,6 +23,7 @@ from ..config import TenantConfig, UpstreamConfig
 from ..models import Flow
 from ..security import new_token
 from ..state import current, db
+from ..throttle import throttled
 from .login import authorize_flow, finish_login
 from .tenancy import current_login, source_address, tenant_or_404
 
@@ -79,6 +80,7 @@ def _error_page(tenant: TenantConfig, code: str, kind: str, status: int = 400): 
 
 
 @blueprint.get("/login/<kind>")
+@throttled("upstream_start", methods=("GET",))
 def start(tenant: str, kind: str):  # type: ignore[no-untyped-def]
     tenant_config = tenant_or_404(tenant)
     upstream = _upstream_or_404(tenant_config, kind)

@@ -1,0 +1,249 @@
+"""Throttles in front of every form where a secret or a target can be guessed (Flask-Limiter).
+
+The attempt counters in ``broker.attempts`` are exact and lock one secret after N wrong guesses.
+Throttles sit before them and bound the *rate*: per source address (one address spraying many
+accounts) and per target (many addresses at one email, customer number or phone). A view opts
+in with one line under its route::
+
+    @blueprint.post("/login")
+    @throttled("login", target=EMAIL)
+    def login_submit(tenant): ...
+
+``init_app`` builds one Flask-Limiter per app from ``config.throttle`` and wraps the marked views
+with its limits; storage is in memory per process, or Redis shared by every process when
+``config.redis_url`` is set (if Redis stops answering, each process falls back to memory rather
+than refusing logins). Keys are keyed HMACs, so Redis never holds an email, a phone number or
+an address. A throttled request gets a calm 429 page that is the same for registered and
+unknown targets, a ``Retry-After`` header, and one ``throttled`` audit record per key and minute
+(so a flood cannot turn into a flood of audit rows).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import Flask, current_app, jsonify, render_template, request
+from flask_limiter import Limiter, RequestLimit
+from limits import RateLimitItemPerMinute
+
+from . import audit
+from . import db as database
+from .config import BrokerConfig, ThrottleConfig
+from .customers.contact import InvalidPhone, normalise_email, normalise_phone
+from .security import keyed_hmac
+from .state import current
+
+log = logging.getLogger(__name__)
+
+View = TypeVar("View", bound=Callable[..., Any])
+MARK = "_broker_throttle"
+EXTENSION = "broker_throttle"
+
+# What a per-target limit counts: the form field it reads, normalised as the flows store it.
+EMAIL = "email"
+CUSTOMER_NUMBER = "customer_number"
+CONTACT = "contact"  # forgot PIN: the phone (channel "sms") or email the PINs are sent to
+CLIENT = "client"  # the OIDC client of a token, revocation or introspection call
+TARGETS = (EMAIL, CUSTOMER_NUMBER, CONTACT, CLIENT)
+
+AUDIT_ONCE_PER = RateLimitItemPerMinute(1)
+
+
+@dataclass(frozen=True)
+class ThrottleSpec:
+    """Which section of ``config.throttle`` limits a view, what it counts, on which methods."""
+
+    form: str
+    target: str | None
+    methods: tuple[str, ...]
+
+
+def throttled(form: str, *, target: str | None = None,
+              methods: tuple[str, ...] = ("POST",)) -> Callable[[View], View]:
+    """Mark a view for the limits of ``config.throttle.<form>``; ``init_app`` applies them."""
+    if target is not None and target not in TARGETS:
+        raise ValueError(f"unknown throttle target {target!r}")
+    if form != "oidc" and form not in ThrottleConfig.model_fields:
+        raise ValueError(f"no throttle section {form!r}")
+
+    def mark(view: View) -> View:
+        setattr(view, MARK, ThrottleSpec(form, target, methods))
+        return view
+
+    return mark
+
+
+# --- Keys -----------------------------------------------------------------------------------
+
+
+def _digest(value: str) -> str:
+    """Keyed, so a Redis dump or an audit record reveals no email, phone or address."""
+    return keyed_hmac(current().config.hmac_key, value, purpose="throttle")[:32]
+
+
+def network_of(address: str | None) -> str:
+    """The unit one party controls: an IPv4 address, or an IPv6 /64 (handed out whole)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "unknown"
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def address_key() -> str:
+    return "addr:" + _digest(network_of(request.remote_addr))
+
+
+def _tenant_slug() -> str:
+    return str((request.view_args or {}).get("tenant", ""))
+
+
+def target_value(target: str, tenant_slug: str) -> str:
+    """The target of this request as the flows store it, so spellings share one counter."""
+    from policies.binding import normalise_customer_number
+
+    if target == EMAIL:
+        return normalise_email(request.form.get("email", ""))
+    if target == CUSTOMER_NUMBER:
+        return normalise_customer_number(request.form.get("customer_number", ""))
+    if target == CONTACT:
+        if request.form.get("channel") != "sms":
+            return "email:" + normalise_email(request.form.get("email", ""))
+        typed = request.form.get("phone", "")
+        tenant = current().tenant(tenant_slug)
+        try:
+            return "phone:" + normalise_phone(typed, tenant.country if tenant else "")
+        except InvalidPhone:
+            return "phone:" + typed.strip()
+    return _client_id(tenant_slug)
+
+
+def _client_id(tenant_slug: str) -> str:
+    """A registered client of this tenant counts under its id; anything else per address."""
+    auth = request.authorization
+    client_id = (auth.username if auth and auth.username else None) or request.form.get(
+        "client_id", ""
+    )
+    tenant = current().tenant(tenant_slug)
+    if client_id and tenant is not None and tenant.client(client_id) is not None:
+        return f"client:{client_id}"
+    return f"unknown-client:{network_of(request.remote_addr)}"
+
+
+def target_key_for(target: str) -> Callable[[], str]:
+    def key() -> str:
+        tenant = _tenant_slug()
+        return f"{target}:" + _digest(f"{tenant}\x00{target_value(target, tenant)}")
+
+    return key
+
+
+# --- The throttled answer ------------------------------------------------------------------
+
+
+def _retry_after(limit: RequestLimit) -> int:
+    try:
+        return max(1, math.ceil(limit.reset_at - time.time()))
+    except Exception:  # noqa: BLE001 - the storage went away between hit and answer
+        return 60
+
+
+def _on_breach(limiter: Limiter, spec: ThrottleSpec, counted: str) -> Callable[..., Any]:
+    def answer(limit: RequestLimit) -> Any:
+        retry_after = _retry_after(limit)
+        key = limit.request_args[-2]  # [prefix,] key, scope
+        _audit_once(limiter, spec, counted, key, str(limit.limit))
+        if spec.form == "oidc":
+            response = jsonify(error="temporarily_unavailable",
+                               error_description="Too many requests; retry later.")
+            response.headers["Cache-Control"] = "no-store"
+        else:
+            tenant = current().tenant(_tenant_slug())
+            response = current_app.make_response(
+                render_template("throttled.html", tenant=tenant,
+                                minutes=max(1, math.ceil(retry_after / 60)))
+            )
+        response.status_code = 429
+        response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    return answer
+
+
+def _audit_once(limiter: Limiter, spec: ThrottleSpec, counted: str, key: str,
+                limit: str) -> None:
+    """One ``throttled`` record per key, form and minute; never fails the answer."""
+    try:
+        prefix = current().config.throttle.key_prefix
+        if not limiter.limiter.hit(AUDIT_ONCE_PER, prefix, "audited", key, spec.form):
+            return
+        tenant_slug = _tenant_slug()
+        with database.transaction(current().sessions) as db:
+            audit.record(
+                db, "throttled",
+                tenant=tenant_slug if current().tenant(tenant_slug) else None,
+                actor_type="anonymous",
+                source_address=request.remote_addr,
+                reason=f"{spec.form} per {counted}",
+                outcome="refused",
+                form=spec.form, counted=counted, limit=limit, key=key,
+                endpoint=request.endpoint,
+            )
+    except Exception:  # noqa: BLE001 - the 429 matters more than its audit record
+        log.exception("throttled request not audited")
+
+
+# --- Setting up ------------------------------------------------------------------------------
+
+
+def _limits_for(
+    spec: ThrottleSpec, config: ThrottleConfig
+) -> list[tuple[str, str, Callable[[], str]]]:
+    """(limit string, what it counts, key function) for each limit the config turns on."""
+    if spec.form == "oidc":
+        per_client = config.oidc.per_client
+        return [(per_client, CLIENT, target_key_for(CLIENT))] if per_client else []
+    section = getattr(config, spec.form)
+    limits = []
+    if section.per_address:
+        limits.append((section.per_address, "address", address_key))
+    if section.per_target and spec.target:
+        limits.append((section.per_target, spec.target, target_key_for(spec.target)))
+    return limits
+
+
+def init_app(app: Flask, config: BrokerConfig) -> Limiter | None:
+    """Build this app's limiter and wrap every view marked with ``throttled``."""
+    settings = config.throttle
+    if not settings.enabled:
+        return None
+    limiter = Limiter(
+        key_func=address_key,
+        storage_uri=config.redis_url or "memory://",
+        strategy=settings.strategy,
+        key_prefix=settings.key_prefix,
+        in_memory_fallback_enabled=bool(config.redis_url),
+        headers_enabled=False,  # Retry-After is set on the 429 itself
+    )
+    limiter.init_app(app)
+    for endpoint, view in list(app.view_functions.items()):
+        spec: ThrottleSpec | None = getattr(view, MARK, None)
+        if spec is None:
+            continue
+        wrapped = view
+        for limit, counted, key_func in _limits_for(spec, settings):
+            wrapped = limiter.limit(
+                limit, key_func=key_func, scope=counted, methods=list(spec.methods),
+                on_breach=_on_breach(limiter, spec, counted),
+            )(wrapped)
+        app.view_functions[endpoint] = wrapped
+    app.extensions[EXTENSION] = limiter
+    return limiter
