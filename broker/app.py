@@ -50,6 +50,7 @@ def create_app(config: BrokerConfig | str | Path, *, migrate: bool = False) -> F
     app.extensions["broker"] = state
     _sync_tenants(state)
     _build_oidc(state)
+    _warm_password_hashing(state)
 
     _install_request_hooks(app)
     _register_blueprints(app)
@@ -75,6 +76,15 @@ def _sync_tenants(state: BrokerState) -> None:
                     session.add(Tenant(slug=slug, name=tenant.name))
     except Exception:
         log.warning("tenant rows not synced; is the database migrated? run: broker db upgrade")
+
+
+def _warm_password_hashing(state: BrokerState) -> None:
+    """Make each tenant's equal-time dummy hash now, not on the first unknown-email login
+    (which would otherwise cost two argon2 runs and stand out in timing)."""
+    from .passwords import dummy_hash
+
+    for tenant in state.config.tenants.values():
+        dummy_hash(tenant)
 
 
 def _build_oidc(state: BrokerState) -> None:

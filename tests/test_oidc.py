@@ -519,3 +519,97 @@ def test_logout_refuses_an_unregistered_post_logout_redirect_uri(broker):
         "client_id": PORTAL, "post_logout_redirect_uri": "https://evil.example/"})
     assert response.status_code == 400 and "Location" not in response.headers
 
+
+
+# --- findings of the security review ---------------------------------------------------------
+
+
+def _login_redirect_flow(response: requests.Response) -> str:
+    return parse_qs(urlparse(response.headers["Location"]).query)["flow"][0]
+
+
+def test_a_resume_id_from_another_browser_does_not_skip_prompt_login(broker):
+    user = _user(broker.app)
+    _, challenge = _pkce()
+    pkce = {"code_challenge": challenge, "code_challenge_method": "S256"}
+    attacker = requests.Session()
+    flow_id = _login_redirect_flow(_authorize(attacker, broker, **pkce))
+    victim = _browser(broker.app, user)
+    response = _authorize(victim, broker, prompt="login", max_age="0", resume=flow_id, **pkce)
+    assert "/login?flow=" in response.headers["Location"]  # not a code
+
+
+def test_a_resumed_flow_gives_one_code_only(broker):
+    user = _user(broker.app)
+    _, challenge = _pkce()
+    pkce = {"code_challenge": challenge, "code_challenge_method": "S256"}
+    browser = requests.Session()
+    flow_id = _login_redirect_flow(_authorize(browser, broker, prompt="login", **pkce))
+    state = broker.app.extensions["broker"]
+    with state.sessions() as db, db.begin():  # the user logs in on the login page
+        login, token = login_session.start(db, state.config.tenants[TENANT],
+                                           db.get(User, user.id), amr=["pwd"])
+    browser.cookies.set(login_session.cookie_name(TENANT), token)
+    first = _authorize(browser, broker, prompt="login", resume=flow_id, **pkce)
+    assert "code=" in first.headers["Location"]
+    again = _authorize(browser, broker, prompt="login", resume=flow_id, **pkce)
+    assert "/login?flow=" in again.headers["Location"]
+
+
+def test_a_portal_asking_only_for_scopes_it_may_not_have_gets_invalid_scope(broker):
+    user = _user(broker.app)
+    _, challenge = _pkce()
+    response = _authorize(_browser(broker.app, user), broker, client_id="mobile-app",
+                          redirect_uri=PUBLIC_REDIRECT, scope="superpowers admin",
+                          code_challenge=challenge, code_challenge_method="S256")
+    query = parse_qs(urlparse(response.headers["Location"]).query)
+    assert query["error"] == ["invalid_scope"]
+
+
+def test_a_code_issued_before_logout_is_refused_afterwards(broker):
+    user = _user(broker.app)
+    verifier, challenge = _pkce()
+    browser = _browser(broker.app, user)
+    code = _code(_authorize(browser, broker, code_challenge=challenge,
+                            code_challenge_method="S256"))
+    browser.post(f"{broker.issuer(TENANT)}/logout")
+    assert _exchange(broker, code, verifier).json()["error"] == "invalid_grant"
+
+
+def test_someone_elses_id_token_hint_does_not_log_a_user_out_without_asking(broker):
+    other = _login_and_tokens(broker, _user(broker.app))
+    victim = _browser(broker.app, _user_again(broker.app))
+    response = victim.get(f"{broker.issuer(TENANT)}/logout", allow_redirects=False,
+                          params={"id_token_hint": other["id_token"]})
+    assert response.status_code == 200 and "<form" in response.text  # the confirm page
+    state = broker.app.extensions["broker"]
+    with state.sessions() as db:
+        live = db.scalars(select(LoginSession).where(LoginSession.revoked_at.is_(None))).all()
+    assert len(live) == 2
+
+
+def test_a_non_ascii_max_age_is_ignored_not_a_server_error(broker):
+    _, challenge = _pkce()
+    response = _authorize(_browser(broker.app, _user(broker.app)), broker, max_age="²",
+                          code_challenge=challenge, code_challenge_method="S256")
+    assert response.status_code == 302 and "code=" in response.headers["Location"]
+
+
+def test_a_private_key_jwt_assertion_used_in_a_refused_request_cannot_be_used_again(broker):
+    user = _user(broker.app)
+    token_url = f"{broker.issuer(TENANT)}/token"
+    assertion = PrivateKeyJWT(token_url, alg="RS256").sign(
+        type("Auth", (), {"client_id": "jwt-portal", "client_secret": JWT_CLIENT_KEY})(),
+        token_url)
+    base = {"grant_type": "authorization_code",
+            "redirect_uri": "http://jwt-portal.test/callback",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion}
+    refused = requests.post(token_url, data={**base, "code": "no-such-code"})
+    assert refused.json()["error"] == "invalid_grant"
+    verifier, challenge = _pkce()
+    code = _code(_authorize(_browser(broker.app, user), broker, client_id="jwt-portal",
+                            redirect_uri="http://jwt-portal.test/callback", scope="openid",
+                            code_challenge=challenge, code_challenge_method="S256"))
+    replay = requests.post(token_url, data={**base, "code": code, "code_verifier": verifier})
+    assert replay.json()["error"] == "invalid_client"

@@ -16,13 +16,17 @@ from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+)
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode
 from flask import g
 from sqlalchemy import select, update
 
-from ..models import AuthorizationCode, Token, User, utcnow
+from ..models import AuthorizationCode, LoginSession, Token, User, utcnow
 from ..security import keyed_hmac, new_token, sha256_hex
 from ..state import current, db
 from .claims import user_claims
@@ -85,6 +89,18 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         "none",
     ]
 
+    def validate_authorization_request(self) -> str:
+        """Authlib's checks, then: the portal must ask for at least one scope it may have
+        (otherwise Authlib's filtered scope is empty and nothing would be granted)."""
+        redirect_uri = super().validate_authorization_request()
+        requested = self.request.payload.scope
+        if requested and not self.request.client.get_allowed_scope(requested):
+            raise InvalidScopeError(
+                "None of the requested scopes is allowed for this portal.",
+                redirect_uri=redirect_uri,
+            )
+        return redirect_uri
+
     def save_authorization_code(self, code: str, request: Any) -> None:
         login = g.oidc_login  # set by the authorize view: the live LoginSession
         payload = request.payload
@@ -97,7 +113,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
                 user_id=request.user.id,
                 login_session_id=login.id,
                 redirect_uri=payload.redirect_uri,
-                scope=request.scope or payload.scope or "",
+                scope=request.scope or "",
                 nonce=payload.data.get("nonce"),
                 code_challenge=payload.data.get("code_challenge"),
                 code_challenge_method=payload.data.get("code_challenge_method"),
@@ -111,13 +127,16 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def query_authorization_code(self, code: str, client: Any) -> StoredCode | None:
         digest = sha256_hex(code)
         row = db().execute(
-            select(AuthorizationCode, User)
+            select(AuthorizationCode, User, LoginSession.revoked_at)
             .join(User, User.id == AuthorizationCode.user_id)
+            .outerjoin(LoginSession, LoginSession.id == AuthorizationCode.login_session_id)
             .where(AuthorizationCode.code_sha256 == digest)
         ).first()
         if row is None:
             return None
-        stored, user = row
+        stored, user, session_ended = row
+        if session_ended is not None:  # logged out after the code was issued
+            return None
         if stored.client_id != client.client_id or stored.tenant != client.tenant.slug:
             return None
         if stored.used_at is not None:

@@ -29,8 +29,8 @@ BACKCHANNEL_TIMEOUT_SECONDS = 5
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 
-def client_of_id_token_hint(server: TenantServer, id_token: str) -> str | None:
-    """The portal an id_token_hint was issued to, if we signed it (expiry is not checked)."""
+def id_token_hint_claims(server: TenantServer, id_token: str) -> dict[str, Any] | None:
+    """The claims of an id_token_hint we signed (its expiry is not checked, as the spec says)."""
     try:
         public = server.keys.cached(server.tenant.slug).public_jwks
         token = jwt.decode(id_token, KeySet.import_key_set(public))
@@ -38,7 +38,11 @@ def client_of_id_token_hint(server: TenantServer, id_token: str) -> str | None:
         return None
     if token.claims.get("iss") != server.issuer:
         return None
-    aud = token.claims.get("aud")
+    return dict(token.claims)
+
+
+def audience_of(claims: dict[str, Any]) -> str | None:
+    aud = claims.get("aud")
     return aud[0] if isinstance(aud, list) and aud else aud if isinstance(aud, str) else None
 
 

@@ -20,6 +20,7 @@ from .grants import (
     OpenIDCodeExtension,
     RefreshTokenGrant,
     S256CodeChallenge,
+    after_rollback,
     token_record,
 )
 from .keys import KeyStore
@@ -47,13 +48,23 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         return KeySet.import_key_set(client.public_jwks or {"keys": []})
 
     def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
-        session = db()
-        try:
-            with session.begin_nested():
-                session.add(AttemptCounter(key=f"jti:{claims['sub']}:{jti}"[:255], failures=0))
-        except IntegrityError:
+        """Each assertion once, also when the request it came with is refused later: the jti is
+        recorded again after the rollback (see grants.after_rollback)."""
+        key = f"jti:{claims['sub']}:{jti}"[:255]
+        if not _record_jti(key):
             return False
+        after_rollback(lambda: _record_jti(key))
         return True
+
+
+def _record_jti(key: str) -> bool:
+    session = db()
+    try:
+        with session.begin_nested():
+            session.add(AttemptCounter(key=key, failures=0))
+    except IntegrityError:
+        return False
+    return True
 
 
 class TenantServer(AuthorizationServer):

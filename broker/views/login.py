@@ -14,7 +14,12 @@ from ..models import Flow, LoginSession, utcnow
 from ..state import current, db
 from ..throttle import EMAIL, throttled
 from .oidc import resume_url
-from .tenancy import current_login, source_address, tenant_or_404
+from .tenancy import (
+    current_login,
+    flow_belongs_to_this_browser,
+    source_address,
+    tenant_or_404,
+)
 
 blueprint = Blueprint("login", __name__, url_prefix="/t/<tenant>")
 
@@ -25,7 +30,9 @@ def authorize_flow(tenant: str, flow_id: str | None) -> Flow | None:
     flow = db().get(Flow, flow_id)
     if flow is None or flow.tenant != tenant or flow.kind != "authorize":
         return None
-    return flow if flow.expires_at > utcnow() else None
+    if flow.expires_at <= utcnow() or not flow_belongs_to_this_browser(flow):
+        return None
+    return flow
 
 
 def set_session_cookie(response: Response, tenant: TenantConfig, token: str,

@@ -34,11 +34,17 @@ from .. import login_session
 from ..models import Binding, Flow, utcnow
 from ..oidc.claims import CLAIMS_SUPPORTED, user_claims
 from ..oidc.endpoints import find_token
+from ..oidc.grants import session_id_claim
 from ..oidc.server import SCOPES, TenantServer
-from ..security import new_token
+from ..security import new_token, sha256_hex
 from ..state import current, db
 from ..throttle import CLIENT, throttled
-from .tenancy import current_login, tenant_or_404
+from .tenancy import (
+    browser_cookie_name,
+    current_login,
+    flow_belongs_to_this_browser,
+    tenant_or_404,
+)
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("oidc", __name__, url_prefix="/t/<tenant>")
@@ -156,7 +162,10 @@ def authorize(tenant: str) -> Response:
         if "login" in prompts:
             needs_login = True
         max_age = request.values.get("max_age", "")
-        if max_age.isdigit() and (utcnow() - login.auth_time).total_seconds() > int(max_age):
+        too_old = max_age.isascii() and max_age.isdigit() and (
+            (utcnow() - login.auth_time).total_seconds() > int(max_age)
+        )
+        if too_old:
             needs_login = True
     if login is not None and required and ACR_LEVELS.get(login.acr, 0) < ACR_LEVELS[required]:
         if fresh:
@@ -186,18 +195,24 @@ def authorize(tenant: str) -> Response:
     response = server.create_authorization_response(grant=grant, grant_user=user)
     if response.location:
         response.location = add_params_to_uri(response.location, [("iss", server.issuer)])
+    if resumed is not None:
+        db().delete(resumed)
     db().commit()
     return response
 
 
 def _resumed_flow(tenant: str) -> Flow | None:
+    """The authorize flow this request resumes after a login step: only in the browser that
+    started it, for the same portal, once (it is deleted when the code is issued)."""
     flow_id = request.values.get("resume")
-    if not flow_id:
+    if not flow_id or "\x00" in flow_id:  # ids are URL-safe; PostgreSQL text holds no NUL
         return None
     flow = db().get(Flow, flow_id)
     if flow is None or flow.tenant != tenant or flow.kind != "authorize":
         return None
-    if flow.expires_at <= utcnow():
+    if flow.expires_at <= utcnow() or not flow_belongs_to_this_browser(flow):
+        return None
+    if flow.data.get("client_id") != request.values.get("client_id"):
         return None
     return flow
 
@@ -221,6 +236,7 @@ def _start_login(tenant: str, required_acr: str | None) -> Response:
 def _start_step(tenant: str, required_acr: str | None, endpoint: str) -> Response:
     """Keep the authorization request server-side and send the browser to a step's page."""
     params = [(k, v) for k, v in request.values.items(multi=True) if k != "resume"]
+    browser = request.cookies.get(browser_cookie_name(tenant)) or new_token(16)
     flow = Flow(
         id=new_token(24),
         tenant=tenant,
@@ -232,12 +248,17 @@ def _start_step(tenant: str, required_acr: str | None, endpoint: str) -> Respons
             "login_hint": request.values.get("login_hint", ""),
             "ui_locales": request.values.get("ui_locales", ""),
             "client_id": request.values.get("client_id", ""),
+            "browser": sha256_hex(browser),
         },
         expires_at=utcnow() + timedelta(minutes=AUTHORIZE_FLOW_MINUTES),
     )
     db().add(flow)
     db().commit()
-    return redirect(url_for(endpoint, tenant=tenant, flow=flow.id))
+    response = redirect(url_for(endpoint, tenant=tenant, flow=flow.id))
+    response.set_cookie(browser_cookie_name(tenant), browser, path=f"/t/{tenant}",
+                        httponly=True, samesite="Lax",
+                        secure=current().config.public_url.startswith("https://"))
+    return response
 
 
 def resume_url(flow: Flow) -> str:
@@ -327,8 +348,9 @@ def logout(tenant: str) -> Response:
     target = request.values.get("post_logout_redirect_uri")
     client_id = request.values.get("client_id")
     hint = request.values.get("id_token_hint")
-    if hint:
-        client_id = logout_flow.client_of_id_token_hint(server, hint) or client_id
+    hint_claims = logout_flow.id_token_hint_claims(server, hint) if hint else None
+    if hint_claims:
+        client_id = logout_flow.audience_of(hint_claims) or client_id
     if target:
         client = server.query_client(client_id or "")
         if client is None or target not in client.config.post_logout_redirect_uris:
@@ -338,7 +360,14 @@ def logout(tenant: str) -> Response:
                 error="invalid_request",
                 description=_("The address to return to is not registered for this portal."),
             ), 400  # type: ignore[return-value]
-    if request.method == "GET" and login is not None and not hint:
+    # Without confirmation only when the hint names this very login (sub and sid): anyone can
+    # hold an old ID token of their own, and must not log a victim out with it.
+    hint_is_this_login = bool(
+        hint_claims and user is not None and login is not None
+        and hint_claims.get("sub") == user.subject
+        and hint_claims.get("sid") == session_id_claim(login.id)
+    )
+    if request.method == "GET" and login is not None and not hint_is_this_login:
         return render_template("oidc/logout_confirm.html", tenant=server.tenant,
                                values=request.values)  # type: ignore[return-value]
     if login is not None:
@@ -353,3 +382,4 @@ def logout(tenant: str) -> Response:
         )
     response.delete_cookie(login_session.cookie_name(tenant), path=f"/t/{tenant}")
     return response
+

@@ -6,7 +6,8 @@ from flask import abort, g, request
 
 from .. import login_session
 from ..config import TenantConfig
-from ..models import LoginSession, User
+from ..models import Flow, LoginSession, User
+from ..security import digests_match, sha256_hex
 from ..state import current, db
 
 
@@ -28,3 +29,14 @@ def current_login(tenant: TenantConfig) -> tuple[LoginSession, User] | tuple[Non
 
 def source_address() -> str | None:
     return request.remote_addr
+
+
+def browser_cookie_name(tenant: str) -> str:
+    return f"bbrowser_{tenant}"
+
+
+def flow_belongs_to_this_browser(flow: Flow) -> bool:
+    """An authorize flow is usable only in the browser that started it: its id in another
+    browser's URL (a link an attacker sends) leads nowhere."""
+    token = request.cookies.get(browser_cookie_name(flow.tenant))
+    return bool(token) and digests_match(sha256_hex(token), flow.data.get("browser"))
