@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, abort, g, request
 from sqlalchemy import select
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -102,6 +102,10 @@ def _install_request_hooks(app: Flask) -> None:
         incoming = request.headers.get("X-Request-Id", "")[:64]
         g.request_id = incoming if incoming.isprintable() and incoming else secrets.token_hex(8)
         g.started = time.perf_counter()
+        if _has_nul(request.args) or (request.mimetype == "application/x-www-form-urlencoded"
+                                      and _has_nul(request.form)):
+            # No field of ours may hold a NUL, and PostgreSQL text cannot: refuse it up front.
+            abort(400)
 
     @app.after_request
     def _finish(response: Any) -> Any:
@@ -143,6 +147,10 @@ def _protect_forms(app: Flask, config: BrokerConfig) -> None:
     api = app.blueprints.get("admin_api")
     if api is not None:
         csrf.exempt(api)
+
+
+def _has_nul(values: Any) -> bool:
+    return any("\x00" in key or "\x00" in value for key, value in values.items(multi=True))
 
 
 def _register_blueprints(app: Flask) -> None:

@@ -44,3 +44,10 @@ def test_pages_carry_security_headers(sqlite_url):
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_a_nul_byte_in_any_field_is_refused_before_it_reaches_the_database(sqlite_url):
+    client = _client(sqlite_url)
+    assert client.get("/t/fjordvarme/login?flow=a%00b").status_code == 400
+    response = client.post("/t/fjordvarme/login", data={"email": "a\x00@example.no"})
+    assert response.status_code == 400
