@@ -233,7 +233,7 @@ def test_a_section_keeps_its_defaults_for_what_it_does_not_name_and_bad_limits_a
     config = make_config("sqlite://", throttle={"login": {"per_address": "5/minute"}})
     assert config.throttle.login.per_address == "5/minute"
     assert config.throttle.login.per_target == "10/minute"
-    assert make_config("sqlite://").throttle.oidc.per_client == "1200/minute"
+    assert make_config("sqlite://").throttle.oidc.per_client is None  # off by default
     with pytest.raises(ConfigError, match=r"throttle\.login\.per_target"):
         make_config("sqlite://", throttle={"login": {"per_target": "lots"}})
     with pytest.raises(ConfigError, match=r"throttle\.logn"):
