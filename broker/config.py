@@ -27,6 +27,8 @@ from pydantic import (
 
 from policies.password import PASSWORD_POLICY_PRESETS, PasswordPolicy
 
+from . import crypto
+
 LOCALES = ("da", "nb", "sv", "fi", "es", "en")
 Locale = Literal["da", "nb", "sv", "fi", "es", "en"]
 UPSTREAM_KINDS = ("mitid", "ftn", "microsoft", "google", "facebook")
@@ -388,6 +390,9 @@ class BrokerConfig(_Strict):
     database_url: str = "sqlite:///broker.db"
     secret_key: str = Field(min_length=32)
     hmac_key: str = Field(min_length=32)
+    # Keys that seal what must be read back (TOTP secrets, signing keys, unsent messages),
+    # newest first: the first seals, all open. Empty: one key derived from hmac_key.
+    data_keys: list[Annotated[str, Field(min_length=32)]] = []
     redis_url: str | None = None
     dev_mode: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -415,6 +420,11 @@ class BrokerConfig(_Strict):
     def tenant(self, slug: str) -> TenantConfig | None:
         return self.tenants.get(slug)
 
+    @property
+    def data_key_secrets(self) -> list[str]:
+        """The secrets ``broker.crypto`` seals with (first) and opens with (all)."""
+        return list(self.data_keys) or [self.hmac_key]
+
 
 def _describe(error: ValidationError) -> str:
     lines = []
@@ -428,10 +438,13 @@ def _describe(error: ValidationError) -> str:
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> BrokerConfig:
+    """Validate ``data`` and install its data keys for this process (``broker.crypto``)."""
     try:
-        return BrokerConfig.model_validate(data)
+        config = BrokerConfig.model_validate(data)
     except ValidationError as error:
         raise ConfigError(f"{source} is not valid:\n{_describe(error)}") from None
+    crypto.install(crypto.DataKeys(config.data_key_secrets))
+    return config
 
 
 def load_config(path: str | Path) -> BrokerConfig:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from broker import audit
 from broker.config import TenantConfig
@@ -219,6 +219,7 @@ def _messages(db: Session, user: User) -> list[dict[str, Any]]:
         return []
     rows = db.scalars(
         select(OutboxMessage)
+        .options(defer(OutboxMessage.body_text), defer(OutboxMessage.body_html))
         .where(OutboxMessage.tenant == user.tenant, OutboxMessage.recipient.in_(recipients))
         .order_by(OutboxMessage.created_at, OutboxMessage.id)
     )
@@ -485,14 +486,25 @@ def _scrub(value: Any, personal: list[str]) -> Any:
     return value
 
 
+def _names_anyone(text: str, personal: list[str]) -> bool:
+    folded = text.casefold()
+    return any(value.casefold() in folded for value in personal)
+
+
 def _scrub_messages_naming(db: Session, tenant: str, personal: list[str]) -> int:
     """Messages to other people that name the person (an invitation "from Kari"): an unsent
     one is dropped, a sent one keeps its record with the name replaced."""
     if not personal:
         return 0
-    text = func.lower(OutboxMessage.subject + " " + OutboxMessage.body_text)
-    rows = list(db.scalars(select(OutboxMessage).where(
-        OutboxMessage.tenant == tenant, or_(*[text.contains(v.lower()) for v in personal]))))
+    # Bodies are sealed, so the database can only match subjects; a body is opened and read
+    # here. A delivered message's body is already gone (worker.REDACTED_BODY): only its
+    # subject can name anyone, so only unsent messages are read whole.
+    subject = func.lower(OutboxMessage.subject)
+    candidates = db.scalars(select(OutboxMessage).where(
+        OutboxMessage.tenant == tenant,
+        or_(OutboxMessage.status != "sent", *[subject.contains(v.lower()) for v in personal])))
+    rows = [message for message in candidates
+            if _names_anyone(f"{message.subject} {message.body_text}", personal)]
     dropped = 0
     for message in rows:
         if message.status == "pending":

@@ -2,6 +2,8 @@
 
 ``enqueue`` adds the message to the caller's transaction, so it exists exactly when the state
 change that caused it was committed. Delivery happens later, in ``broker.messaging.worker``.
+The bodies are sealed at rest by their column type (``broker.crypto.SealedText``): codes and
+links in a pending or dead message are not readable from the database or its backups.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from ..models import OutboxMessage, utcnow
 
@@ -42,10 +44,13 @@ def enqueue(
 
 
 def dead_messages(db: Session, tenant: str, limit: int = 200) -> list[OutboxMessage]:
-    """Messages that will not be delivered, newest first: for support to see and act on."""
+    """Messages that will not be delivered, newest first: for support to see and act on.
+
+    Without their bodies: support sees who, when and why, never the code inside."""
     return list(
         db.scalars(
             select(OutboxMessage)
+            .options(defer(OutboxMessage.body_text), defer(OutboxMessage.body_html))
             .where(OutboxMessage.tenant == tenant, OutboxMessage.status == "dead")
             .order_by(OutboxMessage.created_at.desc(), OutboxMessage.id.desc())
             .limit(limit)

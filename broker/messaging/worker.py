@@ -7,6 +7,11 @@ that dies mid-delivery leaves its claim to expire; the message is then retried w
 ``message_key``, so a receiver can drop the one repeat a protocol cannot prevent.
 
 Claiming counts the attempt, so a message that crashes every worker still ends up dead.
+
+Bodies carry codes and links: they are sealed at rest (``broker.crypto``), opened here when a
+claim loads them, and replaced by ``REDACTED_BODY`` once delivered. A dead message keeps its
+sealed body so support can retry it; so does an SMS the development gateway "delivered", whose
+only reader is the outbox table.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from ..config import BrokerConfig
 from ..db import transaction
 from ..models import OutboxMessage, utcnow
 from .delivery import DeliveryFailure, Envelope, Transport
-from .sms import gateway_for
+from .sms import DevGateway, gateway_for
 from .smtp import SmtpTransport
 
 if TYPE_CHECKING:
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("broker.messaging")
 
 PENDING, SENT, DEAD = "pending", "sent", "dead"
+REDACTED_BODY = "[delivered; content removed]"
 
 
 @dataclass(frozen=True)
@@ -162,16 +168,17 @@ def bury_abandoned(
         return result.rowcount or 0
 
 
-def _mark_sent(sessions: sessionmaker[Session], envelope: Envelope) -> None:
+def _mark_sent(sessions: sessionmaker[Session], envelope: Envelope, *, redact: bool = True) -> None:
     # Delivered is a fact even if our claim expired meanwhile: record it unconditionally.
+    values: dict[str, Any] = {"status": SENT, "sent_at": utcnow(), "claimed_by": None,
+                              "claimed_until": None, "last_error": None}
+    if redact:  # the code or link inside has reached its reader: keep no copy
+        values.update(body_text=REDACTED_BODY, body_html=None)
     with transaction(sessions) as db:
         db.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id == envelope.id)
-            .values(
-                status=SENT, sent_at=utcnow(), claimed_by=None, claimed_until=None,
-                last_error=None,
-            )
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
 
@@ -269,7 +276,10 @@ def _deliver(
         log.warning("outbox delivery failed" + (", message dead" if dead else ", will retry"),
                     extra={**context, "error": reason[:300]})
         return False
-    _mark_sent(sessions, envelope)
+    if isinstance(transport, DevGateway):  # its only reader is the outbox table
+        _mark_sent(sessions, envelope, redact=False)
+    else:
+        _mark_sent(sessions, envelope)
     log.info("outbox message delivered", extra=context)
     return True
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from ..crypto import SealedText
 from .base import Base, utcnow
 
 
@@ -43,7 +44,7 @@ class User(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     password_hash: Mapped[str | None] = mapped_column(String(255))
     password_changed_at: Mapped[datetime | None]
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_secret: Mapped[str | None] = mapped_column(SealedText("users.totp_secret"))
     totp_last_step: Mapped[int | None]
     privacy_version: Mapped[str | None] = mapped_column(String(32))
     privacy_accepted_at: Mapped[datetime | None]

@@ -1,4 +1,4 @@
-"""What the OpenID Connect provider stores: signing keys, codes and tokens (all as digests)."""
+"""What the OpenID Connect provider stores: signing keys (sealed), codes and tokens (digests)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ..crypto import SealedJSON
 from .base import Base, utcnow
 
 
@@ -20,7 +21,7 @@ class SigningKey(Base):
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant: Mapped[str] = mapped_column(ForeignKey("tenants.slug"), index=True)
     alg: Mapped[str] = mapped_column(String(8))
-    private_jwk: Mapped[dict[str, Any]]
+    private_jwk: Mapped[dict[str, Any]] = mapped_column(SealedJSON("signing_keys.private_jwk"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     retired_at: Mapped[datetime | None]
     published_until: Mapped[datetime | None]

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from ..crypto import SealedText
 from .base import Base, utcnow
 
 
@@ -27,8 +28,9 @@ class OutboxMessage(Base):
     channel: Mapped[str] = mapped_column(String(8))
     recipient: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(300), default="")
-    body_text: Mapped[str] = mapped_column(Text)
-    body_html: Mapped[str | None] = mapped_column(Text)
+    # Sealed at rest (they carry codes and links); emptied once delivered (``REDACTED_BODY``).
+    body_text: Mapped[str] = mapped_column(SealedText("outbox.body_text"))
+    body_html: Mapped[str | None] = mapped_column(SealedText("outbox.body_html"))
     sender_name: Mapped[str] = mapped_column(String(200), default="")
     message_key: Mapped[str] = mapped_column(String(128), unique=True)
     status: Mapped[str] = mapped_column(String(8), default="pending")
@@ -69,7 +71,7 @@ class Staff(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     password_hash: Mapped[str] = mapped_column(String(255))
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_secret: Mapped[str | None] = mapped_column(SealedText("staff.totp_secret"))
     totp_last_step: Mapped[int | None]
     roles: Mapped[list[Any]] = mapped_column(default=list)
     tenants: Mapped[list[Any]] = mapped_column(default=list)
