@@ -1,8 +1,9 @@
 """TOTP second factor (RFC 6238 via pyotp): enrolment, recovery codes, and the login step.
 
-- Enrolment keeps the new secret server-side in a ``Flow`` until the user proves with a code
-  that the authenticator app has it; only then does it move to ``users.totp_secret`` and ten
-  recovery codes are made (shown once, stored as keyed HMACs).
+- Enrolment keeps the new secret server-side in a ``Flow`` (sealed, ``broker.crypto``) until
+  the user proves with a code that the authenticator app has it; only then does it move to
+  ``users.totp_secret`` (a sealed column) and ten recovery codes are made (shown once, stored as
+  keyed HMACs).
 - The login step accepts a code from the current time step or one step either side. The step
   used is stored in ``users.totp_last_step`` with a conditional UPDATE, so a code (or an
   earlier one) is refused the second time, even from two requests at once.
@@ -26,7 +27,7 @@ import qrcode.image.svg
 from sqlalchemy import delete, or_, update
 from sqlalchemy.orm import Session
 
-from broker import audit
+from broker import audit, crypto
 from broker.attempts import record_failure, record_success, reserve_attempt, rule_from_config
 from broker.config import TenantConfig
 from broker.models import Flow, RecoveryCode, User, utcnow
@@ -63,17 +64,28 @@ def start_enrolment(
     """Keep a fresh secret server-side while the user adds it to an app. ``purpose`` is
     ``profile`` or ``login``; ``data`` carries what the login step needs afterwards."""
     now = now or utcnow()
+    flow_id = new_token(24)
+    sealed = crypto.seal(pyotp.random_base32(), purpose=_enrolment_purpose(flow_id))
     flow = Flow(
-        id=new_token(24),
+        id=flow_id,
         tenant=tenant.slug,
         kind=ENROL_FLOW,
         state=purpose,
-        data={**(data or {}), "user_id": user.id, "secret": pyotp.random_base32()},
+        data={**(data or {}), "user_id": user.id, "secret": sealed},
         created_at=now,
         expires_at=now + timedelta(minutes=ENROL_MINUTES),
     )
     db.add(flow)
     return flow
+
+
+def _enrolment_purpose(flow_id: str) -> str:
+    return f"totp-enrolment:{flow_id}"
+
+
+def enrolment_secret(flow: Flow) -> str:
+    """The new secret of an enrolment, to show (QR code) and to check the first code against."""
+    return crypto.open_sealed(flow.data["secret"], purpose=_enrolment_purpose(flow.id))
 
 
 def enrolment(
@@ -132,7 +144,7 @@ def confirm_enrolment(
     """Turn TOTP on when ``code`` comes from the new secret; returns the recovery codes (to
     show once) or None for a wrong code. Commits."""
     now = now or utcnow()
-    secret = flow.data["secret"]
+    secret = enrolment_secret(flow)
     step = _matching_step(secret, code, now)
     if step is None:
         return None

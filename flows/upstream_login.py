@@ -17,8 +17,8 @@ state machine whose state lives in a ``Flow`` row of kind ``first_login``, bound
   (seed 002); with no match the tenant's support guidance is shown instead.
 - ``done``: the caller starts the login session with the upstream's amr and acr.
 
-The national identity number never rests in plain text: the flow keeps it sealed (AES-GCM with a
-key derived from the HMAC key) until the user exists and ``bind_by_national_id`` runs, and the
+The national identity number never rests in plain text: the flow keeps it sealed (``broker.crypto``,
+bound to the flow's id) until the user exists and ``bind_by_national_id`` runs, and the
 linked identity keeps only its keyed HMAC. Codes are keyed HMACs bound to the flow, with a
 limited number of tries each and a limited number of sends per flow.
 
@@ -28,18 +28,14 @@ commits the attempt reservation before the slow hash, like the password login.
 
 from __future__ import annotations
 
-import base64
-import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from broker import audit
+from broker import audit, crypto
 from broker.attempts import (
     record_login_failure,
     record_login_success,
@@ -188,7 +184,7 @@ def after_upstream_login(
             "name": _full_name(identity),
             "upstream_email": _email_or_none(identity.email),
             "upstream_email_verified": identity.email_verified,
-            "national_id_sealed": _seal(hmac_key, flow_id, identity.national_id)
+            "national_id_sealed": _seal(flow_id, identity.national_id)
             if identity.national_id else None,
             "national_id_hmac": national_id_hmac(hmac_key, identity.national_id, tenant.country)
             if identity.national_id else None,
@@ -490,7 +486,7 @@ def _after_user(
     if not (sealed and tenant.binding.national_id_match and data["provider"] in STRONG_EIDS):
         _update(flow, state="done", national_id_sealed=None)
         return _done(flow, user)
-    national_id = _unseal(hmac_key, flow.id, sealed)
+    national_id = _unseal(flow.id, sealed)
     result = bind_by_national_id(db, tenant, hmac_key, user, national_id, source)
     prefill = {
         "name": result.prefill.get("name") or user.name,
@@ -681,19 +677,13 @@ def _audit_proof_failure(
 # --- the sealed national id ---------------------------------------------------------------------
 
 
-def _sealing_key(hmac_key: str) -> bytes:
-    return bytes.fromhex(keyed_hmac(hmac_key, "first-login", purpose="seal-national-id"))
+def _seal(flow_id: str, national_id: str) -> str:
+    """The national id, readable only by this flow while it runs (``broker.crypto``)."""
+    return crypto.seal(national_id, purpose=f"first-login-national-id:{flow_id}")
 
 
-def _seal(hmac_key: str, flow_id: str, value: str) -> str:
-    nonce = os.urandom(12)
-    sealed = AESGCM(_sealing_key(hmac_key)).encrypt(nonce, value.encode(), flow_id.encode())
-    return base64.urlsafe_b64encode(nonce + sealed).decode()
-
-
-def _unseal(hmac_key: str, flow_id: str, sealed: str) -> str:
-    raw = base64.urlsafe_b64decode(sealed.encode())
+def _unseal(flow_id: str, sealed: str) -> str:
     try:
-        return AESGCM(_sealing_key(hmac_key)).decrypt(raw[:12], raw[12:], flow_id.encode()).decode()
-    except InvalidTag:
+        return crypto.open_sealed(sealed, purpose=f"first-login-national-id:{flow_id}")
+    except crypto.SealError:
         return ""

@@ -422,7 +422,7 @@ def email_change_submit(tenant: str, token: str):  # type: ignore[no-untyped-def
 
 def _enrolment_page(tenant: TenantConfig, user: User, flow, action_url: str,  # type: ignore[no-untyped-def]
                     status: int = 200, error: str | None = None):
-    secret = flow.data["secret"]
+    secret = totp.enrolment_secret(flow)
     uri = totp.provisioning_uri(tenant, user, secret)
     return _page("totp_setup.html", tenant, status, enrol_id=flow.id, secret=secret,
                  qr=totp.qr_code_data_uri(uri), action_url=action_url, error=error)
