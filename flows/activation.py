@@ -17,6 +17,16 @@ Security argument:
   the token's SHA-256. Spending a code or link is one conditional UPDATE: it works once even
   when submitted twice at the same moment.
 - A new code or link spends every earlier one.
+- Pre-registration takeover: anyone may register an address they do not own, choosing the
+  password, and wait for the owner to activate it. So a password chosen before the mailbox was
+  proven survives activation only when the browser that activates is the browser that
+  registered (the registration sets a random cookie; its SHA-256 is kept on the first
+  activation ``Verification`` as ``registrant``). Any other activation by proof of the mailbox
+  (another browser, a second registration's code, an upstream login's email code) discards
+  the stored password and the person who proved the mailbox chooses one
+  (``start_password_creation``). The owner loses nothing; the squatter loses everything.
+- The password-creation step is bound to the browser that activated: a cookie set on the
+  activation response, whose SHA-256 the step keeps (the step URL alone is not a bearer secret).
 """
 
 from __future__ import annotations
@@ -115,12 +125,21 @@ def issue_activation(
     secret_key: str,
     public_url: str,
     authorize_flow_id: str | None = None,
+    registrant_digest: str | None = None,
     now: datetime | None = None,
 ) -> Verification:
-    """Spend earlier codes/links of ``user`` and email a fresh one, in the caller's transaction."""
+    """Spend earlier codes/links of ``user`` and email a fresh one, in the caller's transaction.
+
+    ``registrant_digest``: at registration, the SHA-256 of the registering browser's cookie
+    (see the module docstring); only the first activation of a user carries one."""
     now = now or utcnow()
     _spend_earlier(db, user.id, now)
     locale = user.locale or tenant.default_locale
+    payload: dict[str, str] = {}
+    if authorize_flow_id:
+        payload["flow"] = authorize_flow_id
+    if registrant_digest:
+        payload["registrant"] = registrant_digest
     verification = Verification(
         tenant=tenant.slug,
         user_id=user.id,
@@ -128,7 +147,7 @@ def issue_activation(
         method=tenant.activation,
         target=user.email or "",
         secret_digest="",
-        payload={"flow": authorize_flow_id} if authorize_flow_id else {},
+        payload=payload,
         created_at=now,
         last_sent_at=now,
     )
@@ -212,9 +231,12 @@ def activate_with_code(
     *,
     hmac_key: str,
     source_address: str | None,
+    browser_token: str | None = None,
     now: datetime | None = None,
 ) -> ActivationResult:
-    """Check one code for ``email``; commits (the attempt counts even if the request dies)."""
+    """Check one code for ``email``; commits (the attempt counts even if the request dies).
+
+    ``browser_token``: the registration cookie of this browser, if any (see the docstring)."""
     now = now or utcnow()
     email = normalise_email(email)
     code = "".join(code.split())
@@ -272,7 +294,8 @@ def activate_with_code(
         db.rollback()
         return ActivationResult("invalid")
     record_success(db, key)
-    _activate(db, tenant, user, source_address, method="code", now=now)
+    _activate(db, tenant, user, source_address, method="code", now=now,
+              keep_password=registered_in_this_browser(db, user.id, browser_token))
     db.commit()
     return ActivationResult("activated", user=user,
                             authorize_flow_id=verification.payload.get("flow"))
@@ -322,9 +345,11 @@ def activate_with_link(
     *,
     secret_key: str,
     source_address: str | None,
+    browser_token: str | None = None,
     now: datetime | None = None,
 ) -> ActivationResult:
-    """Spend the link and activate its account; commits. Single use."""
+    """Spend the link and activate its account; commits. Single use. ``browser_token`` as
+    for ``activate_with_code``."""
     now = now or utcnow()
     found = _load_link(db, tenant, signed, secret_key, now)
     if isinstance(found, str):
@@ -336,7 +361,8 @@ def activate_with_link(
     if user is None or user.status != "pending":
         db.rollback()
         return ActivationResult("invalid")
-    _activate(db, tenant, user, source_address, method="link", now=now)
+    _activate(db, tenant, user, source_address, method="link", now=now,
+              keep_password=registered_in_this_browser(db, user.id, browser_token))
     db.commit()
     return ActivationResult("activated", user=user, authorize_flow_id=found.payload.get("flow"))
 
@@ -352,13 +378,47 @@ def _spend(db: Session, verification_id: int, now: datetime) -> bool:
     return spent is not None
 
 
+def registered_in_this_browser(db: Session, user_id: int, browser_token: str | None) -> bool:
+    """Does ``browser_token`` belong to the browser whose registration created ``user_id``?"""
+    if not browser_token:
+        return False
+    payload = db.scalar(
+        select(Verification.payload)
+        .where(Verification.user_id == user_id, Verification.purpose == PURPOSE)
+        .order_by(Verification.id)
+        .limit(1)
+    )
+    registrant = payload.get("registrant") if isinstance(payload, dict) else None
+    return digests_match(registrant, sha256_hex(browser_token))
+
+
+def activate_by_mailbox_proof(
+    db: Session, tenant: TenantConfig, user: User, source_address: str | None, *,
+    method: str, keep_password: bool = False, now: datetime | None = None,
+) -> None:
+    """Activate a pending ``user`` whose address was just proven; caller's transaction.
+
+    A password set before the proof is discarded unless ``keep_password`` (the registering
+    browser proved it): whoever registered may not own the mailbox."""
+    _activate(db, tenant, user, source_address, method=method, now=now or utcnow(),
+              keep_password=keep_password)
+
+
 def _activate(
     db: Session, tenant: TenantConfig, user: User, source_address: str | None, *,
-    method: str, now: datetime,
+    method: str, now: datetime, keep_password: bool,
 ) -> None:
     user.status = "active"
     user.email_verified = True
     _spend_earlier(db, user.id, now)
+    if user.password_hash is not None and not keep_password:
+        user.password_hash = None
+        user.password_changed_at = None
+        audit.record(
+            db, "password_discarded", tenant=tenant.slug, actor_type="user", actor_id=user.id,
+            target_user_id=user.id, source_address=source_address,
+            reason="set before the mailbox was proven, in another browser", method=method,
+        )
     audit.record(
         db, "account_activated", tenant=tenant.slug, actor_type="user", actor_id=user.id,
         target_user_id=user.id, source_address=source_address, method=method,
@@ -370,16 +430,20 @@ def _activate(
 
 def start_password_creation(
     db: Session, tenant: TenantConfig, user: User, *, authorize_flow_id: str | None,
-    now: datetime | None = None,
+    browser_token: str, now: datetime | None = None,
 ) -> Flow:
-    """A short-lived server-side step that lets this browser choose the first password."""
+    """A short-lived server-side step that lets this browser choose the first password.
+
+    ``browser_token`` goes into a cookie of the activation response; the step keeps its
+    SHA-256 and serves only a request that carries it."""
     now = now or utcnow()
     flow = Flow(
         id=new_token(24),
         tenant=tenant.slug,
         kind=CREATE_PASSWORD_FLOW,
         state="choose",
-        data={"user_id": user.id, "authorize_flow": authorize_flow_id},
+        data={"user_id": user.id, "authorize_flow": authorize_flow_id,
+              "browser": sha256_hex(browser_token)},
         created_at=now,
         expires_at=now + timedelta(minutes=CREATE_PASSWORD_MINUTES),
     )
@@ -388,9 +452,10 @@ def start_password_creation(
 
 
 def password_creation_step(
-    db: Session, tenant: TenantConfig, step_id: str, now: datetime | None = None
+    db: Session, tenant: TenantConfig, step_id: str, browser_token: str | None,
+    now: datetime | None = None,
 ) -> tuple[Flow, User] | None:
-    """The live step and its user, or None (expired, used or unknown)."""
+    """The live step and its user, or None (expired, used, unknown or another browser's)."""
     flow = db.get(Flow, step_id) if step_id else None
     if (
         flow is None
@@ -398,6 +463,8 @@ def password_creation_step(
         or flow.kind != CREATE_PASSWORD_FLOW
         or flow.state != "choose"
         or flow.expires_at <= (now or utcnow())
+        or not browser_token
+        or not digests_match(flow.data.get("browser"), sha256_hex(browser_token))
     ):
         return None
     user = db.get(User, flow.data.get("user_id"))
@@ -425,11 +492,12 @@ def create_password(
     confirmation: str,
     *,
     source_address: str | None,
+    browser_token: str | None,
     now: datetime | None = None,
 ) -> CreatePasswordResult | None:
     """Set the first password; None when the step is gone. Commits on success."""
     now = now or utcnow()
-    step = password_creation_step(db, tenant, step_id, now)
+    step = password_creation_step(db, tenant, step_id, browser_token, now)
     if step is None:
         return None
     flow, user = step

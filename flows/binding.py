@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from broker import audit
@@ -259,12 +260,19 @@ def unbind(
 
     An owner may not remove themself while they are the last owner: the account would be left
     with nobody who can invite or remove. Support staff may (audited, with their reason).
+
+    The account's owner rows are locked (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's
+    ``BEGIN IMMEDIATE`` serialises writers) before they are counted, so two owners removing
+    each other at once are decided one after the other: the second sees one owner left and is
+    refused, instead of both counting two and leaving none.
     """
-    owners = db.scalar(
-        select(func.count(Binding.id)).where(
+    owners = len(db.scalars(
+        select(Binding.id).where(
             Binding.customer_account_id == binding.customer_account_id, Binding.role == "owner"
-        )
-    ) or 0
+        ).with_for_update()
+    ).all())
+    if db.scalar(select(Binding.id).where(Binding.id == binding.id)) is None:
+        return UnbindResult(False, "not_bound")  # removed meanwhile by someone else
     owners_after = owners - (1 if binding.role == "owner" else 0)
     if actor_staff is not None:
         actor_type, actor_id = "staff", actor_staff.id
@@ -306,17 +314,32 @@ def grant_binding(
     db: Session, user: User, account_id: int, role: str, proof: str,
     granted_by: int | None = None,
 ) -> Binding:
-    """Create the binding, or raise an existing delegate to owner when a proof was shown."""
-    binding = db.scalar(
-        select(Binding).where(Binding.user_id == user.id, Binding.customer_account_id == account_id)
-    )
+    """Create the binding, or raise an existing delegate to owner when a proof was shown.
+
+    Two grants at once (two tabs, an invitation and a proof) both find no row; the one whose
+    INSERT loses to the unique constraint takes the other's row, inside a savepoint so the
+    caller's transaction goes on."""
+    def existing() -> Binding | None:
+        return db.scalar(select(Binding).where(
+            Binding.user_id == user.id, Binding.customer_account_id == account_id
+        ))
+
+    binding = existing()
     if binding is None:
         binding = Binding(
             user_id=user.id, customer_account_id=account_id, role=role, proof=proof,
             granted_by_user_id=granted_by,
         )
-        db.add(binding)
-    elif role == "owner" and binding.role != "owner":
+        try:
+            with db.begin_nested():
+                db.add(binding)
+        except IntegrityError:
+            binding = existing()
+            if binding is None:
+                raise
+        else:
+            return binding
+    if role == "owner" and binding.role != "owner":
         binding.role = "owner"
         binding.proof = proof
     db.flush()

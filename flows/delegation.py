@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from broker import audit
 from broker.config import TenantConfig
 from broker.customers.contact import looks_like_email, normalise_email
-from broker.messaging.compose import send_email
+from broker.messaging.compose import InvalidEmailAddress, normalize_email, send_email
 from broker.models import Binding, CustomerAccount, Invitation, User, utcnow
 from broker.security import new_token, sha256_hex
 
@@ -92,6 +92,10 @@ def invite(
     now = now or utcnow()
     address = normalise_email(email)
     if not looks_like_email(address):
+        return InviteResult(False, "bad_email")
+    try:  # the sender's stricter check, before anything is added ("a(b@x.org" passes the first)
+        normalize_email(address)
+    except InvalidEmailAddress:
         return InviteResult(False, "bad_email")
     account = db.get(CustomerAccount, customer_account_id)
     if account is None or account.tenant != tenant.slug or owner_binding(

@@ -47,8 +47,13 @@ def send_reset_link(
     """Queue a reset link for ``user`` unless one went out within the resend cooldown.
 
     Runs in the caller's transaction. Returns whether an email was queued.
+
+    The user's row is locked first (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's
+    ``BEGIN IMMEDIATE`` already serialises writers), so two requests at once check the
+    cooldown one after the other and the second sees the first one's link: one email.
     """
     now = now or utcnow()
+    db.execute(select(User.id).where(User.id == user.id).with_for_update())
     cutoff = now - timedelta(seconds=tenant.resend_cooldown_seconds)
     recent = db.scalar(
         select(Verification.id).where(

@@ -7,6 +7,11 @@ email"), and its owner is emailed instead: a fresh activation code or link when 
 still pending, otherwise a password reset link (the likely reason someone signs up again is a
 forgotten password). The password is hashed on both paths, so the slow step happens either way.
 Validation errors come from the form alone and never depend on whether the address is known.
+
+A second registration for a pending address keeps nothing of what it typed: the owner gets a
+fresh code. The password the FIRST registration chose survives activation only when the
+registering browser activates (``registrant_digest``, see ``flows.activation``); otherwise the
+person who proves the mailbox chooses the password. So squatting an address gains nothing.
 """
 
 from __future__ import annotations
@@ -123,9 +128,13 @@ def register(
     public_url: str,
     source_address: str | None,
     authorize_flow_id: str | None = None,
+    registrant_digest: str | None = None,
     now: datetime | None = None,
 ) -> RegistrationResult:
-    """Register, or quietly tell the owner of a known address; commits."""
+    """Register, or quietly tell the owner of a known address; commits.
+
+    ``registrant_digest``: SHA-256 of a random cookie this registration sets in the browser;
+    kept only for a new account, so only that browser may keep the password at activation."""
     now = now or utcnow()
     result, email, phone = validate(tenant, form)
     if not result.ok:
@@ -166,7 +175,8 @@ def register(
             if refused is not None:
                 return refused
             issue_activation(db, tenant, user, hmac_key=hmac_key, secret_key=secret_key,
-                             public_url=public_url, authorize_flow_id=authorize_flow_id, now=now)
+                             public_url=public_url, authorize_flow_id=authorize_flow_id,
+                             registrant_digest=registrant_digest, now=now)
             audit.record(db, "user_registered", tenant=tenant.slug, actor_type="user",
                          actor_id=user.id, target_user_id=user.id, source_address=source_address,
                          registration_type=user.registration_type)

@@ -120,7 +120,8 @@ def qr_code_data_uri(uri: str) -> str:
 def _matching_step(secret: str, code: str, now: datetime) -> int | None:
     """The time step whose code equals ``code`` (within the window), else None."""
     code = "".join(code.split())
-    if len(code) != 6 or not code.isdigit():
+    # str.isdigit() is true for "²" and other non-ASCII digits, which compare_digest refuses.
+    if len(code) != 6 or not (code.isascii() and code.isdigit()):
         return None
     totp = pyotp.TOTP(secret)
     current = totp.timecode(now)
@@ -142,15 +143,21 @@ def confirm_enrolment(
     now: datetime | None = None,
 ) -> list[str] | None:
     """Turn TOTP on when ``code`` comes from the new secret; returns the recovery codes (to
-    show once) or None for a wrong code. Commits."""
+    show once) or None for a wrong code or an enrolment already confirmed. Commits.
+
+    The enrolment is spent by its DELETE: of two confirmations at once only the one whose
+    DELETE removed the row goes on, so one set of recovery codes is made and shown."""
     now = now or utcnow()
     secret = enrolment_secret(flow)
     step = _matching_step(secret, code, now)
     if step is None:
         return None
+    spent = db.execute(delete(Flow).where(Flow.id == flow.id, Flow.kind == ENROL_FLOW))
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
+        db.rollback()
+        return None
     user.totp_secret = secret
     user.totp_last_step = step
-    db.execute(delete(Flow).where(Flow.id == flow.id))
     codes = replace_recovery_codes(db, user, hmac_key=hmac_key)
     record_success(db, attempt_key(user.id))
     audit.record(db, "totp_enabled", tenant=tenant.slug, actor_type="user", actor_id=user.id,
@@ -278,16 +285,19 @@ PENDING_MINUTES = 10
 
 def start_pending_login(
     db: Session, tenant: TenantConfig, user: User, *, authorize_flow_id: str | None,
-    remember: bool, now: datetime | None = None,
+    remember: bool, amr: list[str] | None = None, acr: str = "low",
+    now: datetime | None = None,
 ) -> Flow:
-    """The password was right; keep that fact server-side until the second factor is done."""
+    """The first factor was right (a password, or an upstream login that linked an account);
+    keep that fact, with its ``amr`` and ``acr``, server-side until the second factor is done."""
     now = now or utcnow()
     flow = Flow(
         id=new_token(24),
         tenant=tenant.slug,
         kind=PENDING_FLOW,
         state="totp",
-        data={"user_id": user.id, "authorize_flow": authorize_flow_id, "remember": remember},
+        data={"user_id": user.id, "authorize_flow": authorize_flow_id, "remember": remember,
+              "amr": list(amr or ["pwd"]), "acr": acr},
         created_at=now,
         expires_at=now + timedelta(minutes=PENDING_MINUTES),
     )

@@ -20,7 +20,15 @@ state machine whose state lives in a ``Flow`` row of kind ``first_login``, bound
 The national identity number never rests in plain text: the flow keeps it sealed (``broker.crypto``,
 bound to the flow's id) until the user exists and ``bind_by_national_id`` runs, and the
 linked identity keeps only its keyed HMAC. Codes are keyed HMACs bound to the flow, with a
-limited number of tries each and a limited number of sends per flow.
+limited number of tries each and a limited number of sends per flow (counted by a conditional
+UPDATE of an attempt counter, not by rewriting the flow's JSON). Every guess also takes a try
+from a counter keyed by an HMAC of (tenant, address), like activation codes: starting new
+journeys buys no extra guesses at one mailbox.
+
+Linking an existing account proves the mailbox or the password, never the second factor: when
+the account has TOTP (or the tenant requires it) the ``done`` step says ``second_factor`` and
+the caller runs the TOTP step before any session starts. A pending account whose address a code
+proves is activated without the password someone set before the proof (``flows.activation``).
 
 The caller owns the transaction (commit after each step), except ``submit_password`` which
 commits the attempt reservation before the slow hash, like the password login.
@@ -37,8 +45,11 @@ from sqlalchemy.orm import Session
 
 from broker import audit, crypto
 from broker.attempts import (
+    record_failure,
     record_login_failure,
     record_login_success,
+    record_success,
+    reserve_attempt,
     reserve_login_attempt,
     rule_from_config,
 )
@@ -54,16 +65,22 @@ from broker.messaging.compose import (
 from broker.models import FederatedIdentity, Flow, User, Verification, utcnow
 from broker.passwords import verify_password
 from broker.security import digests_match, keyed_hmac, new_numeric_code, new_token, sha256_hex
+from policies.lockout import LockoutRule
 from providers.identity import UpstreamIdentity, acr_at_least
 
+from .activation import activate_by_mailbox_proof, activation_rule
 from .binding import bind_by_national_id
 from .password_login import normalise_email
+from .totp import second_factor_needed
 from .unlock import send_unlock_link
 
 UPSTREAM_FLOW_MINUTES = 15
 FIRST_LOGIN_MINUTES = 30
 CODE_PURPOSE = "link_identity"
 MAX_CODE_SENDS = 5
+# At most MAX_CODE_SENDS sends per journey; the counter outlives the journey, then is purged.
+SENDS_RULE = LockoutRule(max_attempts=MAX_CODE_SENDS, lock_minutes=FIRST_LOGIN_MINUTES,
+                         growth_factor=1, max_lock_minutes=FIRST_LOGIN_MINUTES)
 STRONG_EIDS = ("mitid", "ftn")
 PROVIDER_LABELS = {
     "mitid": "MitID", "ftn": "Finnish bank ID", "microsoft": "Microsoft", "google": "Google",
@@ -75,8 +92,9 @@ PROVIDER_LABELS = {
 class Step:
     """What to show next. ``name``: done, ask_email, enter_code, prove, profile or refused.
 
-    For ``done`` the caller opens a session for ``user`` with ``amr`` and ``acr``; ``error``
-    names a refusal or a problem with the last input (the page translates it).
+    For ``done`` the caller opens a session for ``user`` with ``amr`` and ``acr`` (after the
+    TOTP step when ``second_factor``); ``error`` names a refusal or a problem with the last input
+    (the page translates it).
     """
 
     name: str
@@ -86,6 +104,7 @@ class Step:
     amr: list[str] = field(default_factory=list)
     acr: str = "low"
     context: dict[str, Any] = field(default_factory=dict)
+    second_factor: bool = False
 
 
 def provider_label(kind: str) -> str:
@@ -188,7 +207,6 @@ def after_upstream_login(
             if identity.national_id else None,
             "national_id_hmac": national_id_hmac(hmac_key, identity.national_id, tenant.country)
             if identity.national_id else None,
-            "sends": 0,
         },
         expires_at=utcnow() + timedelta(minutes=FIRST_LOGIN_MINUTES),
     )
@@ -273,12 +291,13 @@ def submit_code(
     """``enter_code``: a right code proves the mailbox, then the journey goes on."""
     if flow.state != "enter_code":
         return _step(flow, "wrong_step")
-    outcome = _check_code(db, hmac_key, flow, typed)
+    outcome = _check_code(db, tenant, hmac_key, flow, typed)
     if outcome != "ok":
         audit.record(db, "link_code_failed", tenant=tenant.slug, actor_type="anonymous",
                      source_address=source, reason=outcome, outcome="refused",
                      provider=flow.data["provider"])
-        return _step(flow, outcome)
+        # A locked address reads like a spent code: too many tries; a new code, later.
+        return _step(flow, "code_spent" if outcome == "locked" else outcome)
     code_for = flow.data["code_for"]
     if code_for == "profile_email":
         user = db.get(User, flow.data["user_id"])
@@ -300,9 +319,10 @@ def submit_code(
     if user.status == "disabled":
         return Step("refused", flow, error="disabled")
     if user.status == "pending":
-        # The code proved the address; that is what activation asks for.
-        user.status = "active"
-        user.email_verified = True
+        # The code proved the address; that is what activation asks for. A password chosen
+        # before (by whoever registered the address) does not survive: pre-registration
+        # takeover. The owner sets one later through "forgot password".
+        activate_by_mailbox_proof(db, tenant, user, source, method="upstream_code")
     return _after_user(db, tenant, hmac_key, flow, user, source)
 
 
@@ -462,7 +482,8 @@ def _step(flow: Flow, error: str = "") -> Step:
 
 
 def _done(flow: Flow, user: User) -> Step:
-    return Step("done", flow, user=user, amr=list(flow.data["amr"]), acr=flow.data["acr"])
+    return Step("done", flow, user=user, amr=list(flow.data["amr"]), acr=flow.data["acr"],
+                second_factor=bool(flow.data.get("second_factor")))
 
 
 def _ask_for_proof(flow: Flow, user: User) -> Step:
@@ -477,7 +498,12 @@ def _after_user(
     db: Session, tenant: TenantConfig, hmac_key: str, flow: Flow, user: User,
     source: str | None,
 ) -> Step:
-    """The user is known and has proven what it takes: link, then bind by national id."""
+    """The user is known and has proven what it takes: link, then bind by national id.
+
+    An account that existed before this journey and has a second factor keeps needing it:
+    the email code or password proved one factor only."""
+    if user.id != flow.data.get("created_user_id") and second_factor_needed(tenant, user):
+        _update(flow, second_factor=True)
     data = flow.data
     _link(db, tenant, user, data["provider"], data["subject"], data.get("upstream_email"),
           data.get("name", ""), data.get("national_id_hmac"), source)
@@ -506,11 +532,17 @@ def _code_digest(hmac_key: str, flow_id: str, code: str) -> str:
     return keyed_hmac(hmac_key, f"{flow_id}\x00{code}", purpose="link_identity_code")
 
 
+def code_attempt_key(hmac_key: str, tenant: str, email: str) -> str:
+    """The counter of code guesses at one address across journeys; keyed, holds no email."""
+    digest = keyed_hmac(hmac_key, f"{tenant}\x00{email}", purpose="first-login-code-email")
+    return f"first_login_code:{digest}"
+
+
 def _send_code(
     db: Session, tenant: TenantConfig, hmac_key: str, flow: Flow, target: str, code_for: str,
     *, template: str,
 ) -> Step:
-    if flow.data.get("sends", 0) >= MAX_CODE_SENDS:
+    if not reserve_attempt(db, f"first_login_sends:{flow.id}", SENDS_RULE).allowed:
         return _step(flow, "too_many_codes")
     code = new_numeric_code(6)
     now = utcnow()
@@ -533,16 +565,35 @@ def _send_code(
         context["provider"] = provider_label(flow.data["provider"])
     send_email(db, tenant, target, template, tenant.default_locale, **context)
     _update(flow, state="enter_code", verification_id=verification.id, code_for=code_for,
-            code_target=target, code_template=template, sends=flow.data.get("sends", 0) + 1,
-            last_sent_at=now.timestamp())
+            code_target=target, code_template=template, last_sent_at=now.timestamp())
     return _step(flow)
 
 
-def _check_code(db: Session, hmac_key: str, flow: Flow, typed: str) -> str:
-    """``ok``, ``wrong_code`` or ``code_spent`` (expired or out of tries: ask for a new one).
+def _check_code(
+    db: Session, tenant: TenantConfig, hmac_key: str, flow: Flow, typed: str
+) -> str:
+    """``ok``, ``wrong_code``, ``code_spent`` (expired or out of tries: ask for a new one) or
+    ``locked`` (too many wrong codes at this address, from any journey).
 
-    The try is counted with one conditional UPDATE, so the limit holds across processes.
+    The try is taken from the address's counter and committed before the code is compared (a
+    guess counts even if the request dies), then from the code's own ``attempts``; both are
+    conditional UPDATEs, so the limits hold across processes.
     """
+    key = code_attempt_key(hmac_key, tenant.slug, flow.data.get("code_target", ""))
+    rule = activation_rule(tenant)
+    if not reserve_attempt(db, key, rule).allowed:
+        db.commit()
+        return "locked"
+    db.commit()
+    outcome = _check_flow_code(db, hmac_key, flow, typed)
+    if outcome == "ok":
+        record_success(db, key)
+    else:
+        record_failure(db, key, rule)  # a lock it set refuses the next guess
+    return outcome
+
+
+def _check_flow_code(db: Session, hmac_key: str, flow: Flow, typed: str) -> str:
     verification_id = flow.data.get("verification_id")
     now = utcnow()
     counted = db.execute(
@@ -597,6 +648,7 @@ def _create_user(db: Session, tenant: TenantConfig, flow: Flow, email: str) -> U
     )
     db.add(user)
     db.flush()
+    _update(flow, created_user_id=user.id)
     audit.record(db, "user_created", tenant=tenant.slug, actor_type="user", actor_id=user.id,
                  target_user_id=user.id, reason="first upstream login",
                  provider=flow.data["provider"])

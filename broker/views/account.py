@@ -17,6 +17,7 @@ from .. import login_session
 from ..config import TenantConfig
 from ..i18n import current_locale
 from ..models import User
+from ..security import new_token, sha256_hex
 from ..state import current, db
 from ..throttle import EMAIL, throttled
 from .customers import PROOF_LABELS
@@ -74,10 +75,22 @@ def _flow_id(tenant: str) -> str | None:
 # --- Logging in after a self-service step -----------------------------------------------
 
 PENDING_COOKIE = "bpending_{}"
+# Set by a registration: only the registering browser keeps its password at activation.
+REGISTRANT_COOKIE = "bregistrant_{}"
+# Set by an activation that continues to the password-creation step: binds the step here.
+CREATE_PASSWORD_COOKIE = "bcreatepw_{}"
 
 
 def _pending_cookie(tenant: str) -> str:
     return PENDING_COOKIE.format(tenant)
+
+
+def _browser_cookie(response: Response, name: str, tenant: TenantConfig, value: str,
+                    max_age: int) -> Response:
+    response.set_cookie(name.format(tenant.slug), value, path=f"/t/{tenant.slug}",
+                        max_age=max_age, httponly=True, samesite="Lax",
+                        secure=current().config.public_url.startswith("https://"))
+    return response
 
 
 def _log_in(tenant: TenantConfig, user: User, authorize_flow_id: str | None, *,
@@ -94,14 +107,18 @@ def _log_in(tenant: TenantConfig, user: User, authorize_flow_id: str | None, *,
 
 
 def second_factor_redirect(tenant: TenantConfig, authorize_flow_id: str | None, user: User,
-                           remember: bool) -> Response | None:
-    """Called by the login page after a right password: None when no second factor is due,
-    else a redirect to the TOTP step with the pending login stored server-side."""
+                           remember: bool, *, amr: list[str] | None = None,
+                           acr: str = "low") -> Response | None:
+    """Called after a right first factor (the login page's password, an upstream login that
+    linked an existing account): None when no second factor is due, else a redirect to the
+    TOTP step with the pending login (and the first factor's ``amr``/``acr``) stored
+    server-side."""
     if not totp.second_factor_needed(tenant, user):
         return None
     session = db()
     pending = totp.start_pending_login(session, tenant, user,
-                                       authorize_flow_id=authorize_flow_id, remember=remember)
+                                       authorize_flow_id=authorize_flow_id, remember=remember,
+                                       amr=amr, acr=acr)
     session.commit()
     response = redirect(url_for("account.login_totp", tenant=tenant.slug))
     response.set_cookie(_pending_cookie(tenant.slug), pending.id, path=f"/t/{tenant.slug}",
@@ -150,18 +167,29 @@ def register_submit(tenant: str):  # type: ignore[no-untyped-def]
         proof_value=values.get("proof_value", ""),
     )
     config = current().config
+    registrant = new_token()
     result = registration.register(
         db(), tenant_config, form, hmac_key=config.hmac_key, secret_key=config.secret_key,
         public_url=config.public_url, source_address=source_address(),
-        authorize_flow_id=flow_id,
+        authorize_flow_id=flow_id, registrant_digest=sha256_hex(registrant),
     )
     if not result.ok:
         return _page("register.html", tenant_config, 400, rules=_rules(tenant_config),
                      form=values, errors=result.errors, failures=result.password_failures,
                      flow_id=flow_id or "", locked_until=result.locked_until,
                      **_signup_proof(tenant_config))
-    return _page("check_email.html", tenant_config, email=form.email.strip(),
-                 flow_id=flow_id or "")
+    # Set for a new and a known address alike: the answer must not tell them apart.
+    return _browser_cookie(
+        Response(*_page("check_email.html", tenant_config, email=form.email.strip(),
+                        flow_id=flow_id or "")),
+        REGISTRANT_COOKIE, tenant_config, registrant,
+        max_age=tenant_config.activation_link_ttl_hours * 3600,
+    )
+
+
+def _registrant() -> str | None:
+    tenant = (request.view_args or {}).get("tenant", "")
+    return request.cookies.get(REGISTRANT_COOKIE.format(tenant))
 
 
 # --- Activation ---------------------------------------------------------------------------
@@ -182,6 +210,7 @@ def activate_submit(tenant: str):  # type: ignore[no-untyped-def]
     result = activation.activate_with_code(
         db(), tenant_config, email, request.form.get("code", ""),
         hmac_key=current().config.hmac_key, source_address=source_address(),
+        browser_token=_registrant(),
     )
     if result.outcome != "activated" or result.user is None:
         return _page("activate_code.html", tenant_config, 400 if result.outcome == "invalid"
@@ -196,11 +225,16 @@ def _after_activation(tenant: TenantConfig, result: activation.ActivationResult)
     flow_id = result.authorize_flow_id
     if user.password_hash is None:
         session = db()
+        browser = new_token()
         step = activation.start_password_creation(session, tenant, user,
-                                                  authorize_flow_id=flow_id)
+                                                  authorize_flow_id=flow_id,
+                                                  browser_token=browser)
         session.commit()
-        return redirect(url_for("account.create_password_page", tenant=tenant.slug,
-                                step=step.id))
+        return _browser_cookie(
+            redirect(url_for("account.create_password_page", tenant=tenant.slug, step=step.id)),
+            CREATE_PASSWORD_COOKIE, tenant, browser,
+            max_age=activation.CREATE_PASSWORD_MINUTES * 60,
+        )
     if tenant.activation == "code":
         # The code was typed on the page that follows registration, in this browser.
         return _log_in(tenant, user, flow_id)
@@ -226,7 +260,8 @@ def activate_link_submit(tenant: str, token: str):  # type: ignore[no-untyped-de
     tenant_config = _password_tenant(tenant)
     result = activation.activate_with_link(db(), tenant_config, token,
                                            secret_key=current().config.secret_key,
-                                           source_address=source_address())
+                                           source_address=source_address(),
+                                           browser_token=_registrant())
     if result.outcome != "activated":
         return _page("link_invalid.html", tenant_config, 410, reason=result.outcome,
                      kind="activation")
@@ -237,10 +272,15 @@ def activate_link_submit(tenant: str, token: str):  # type: ignore[no-untyped-de
 def create_password_page(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config = _password_tenant(tenant)
     step_id = request.args.get("step", "")
-    if activation.password_creation_step(db(), tenant_config, step_id) is None:
+    if activation.password_creation_step(db(), tenant_config, step_id,
+                                         _create_password_browser(tenant)) is None:
         return _page("link_invalid.html", tenant_config, 410, reason="expired", kind="password")
     return _page("create_password.html", tenant_config, step=step_id,
                  rules=_rules(tenant_config), failures=[])
+
+
+def _create_password_browser(tenant: str) -> str | None:
+    return request.cookies.get(CREATE_PASSWORD_COOKIE.format(tenant))
 
 
 @blueprint.post("/activate/password")
@@ -250,6 +290,7 @@ def create_password_submit(tenant: str):  # type: ignore[no-untyped-def]
     result = activation.create_password(
         db(), tenant_config, step_id, request.form.get("password", ""),
         request.form.get("password_confirmation", ""), source_address=source_address(),
+        browser_token=_create_password_browser(tenant),
     )
     if result is None:
         return _page("link_invalid.html", tenant_config, 410, reason="expired", kind="password")
@@ -267,6 +308,7 @@ def resend_page(tenant: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/activation/resend")
+@throttled("registration", target=EMAIL)  # sends an email, like a registration does
 def resend_submit(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config = _password_tenant(tenant)
     email = request.form.get("email", "")
@@ -492,7 +534,9 @@ def _session_after_second_factor(tenant: TenantConfig, flow, user: User):  # typ
     if not totp.finish_pending_login(session, flow):
         session.rollback()
         return None
-    login, token = login_session.start(session, tenant, user, amr=["pwd", "otp"],
+    first_factor = [m for m in flow.data.get("amr", ["pwd"]) if m != "otp"]
+    login, token = login_session.start(session, tenant, user, amr=[*first_factor, "otp"],
+                                       acr=flow.data.get("acr", "low"),
                                        remember=bool(flow.data.get("remember")))
     session.commit()
     return login, token, authorize_flow(tenant.slug, flow.data.get("authorize_flow"))

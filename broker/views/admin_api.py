@@ -20,6 +20,7 @@ from ..staff import actions, audit_log, auth, permissions, search
 from ..staff.openapi import openapi_document
 from ..staff.web import COOKIE, bearer_login, cookie_login, source_address
 from ..state import current, db
+from ..throttle import throttled
 
 PREFIX = "/admin/api/v1"
 blueprint = Blueprint("admin_api", __name__, url_prefix=PREFIX)
@@ -82,6 +83,7 @@ def _body() -> dict[str, Any]:
 
 
 @blueprint.post("/login")
+@throttled("login")  # per address: the JSON body has no form field to count per email
 def login():  # type: ignore[no-untyped-def]
     data = _body()
     email, password = str(data.get("email") or ""), str(data.get("password") or "")
@@ -197,7 +199,7 @@ def audit():  # type: ignore[no-untyped-def]
     staff = _staff()
     query = _audit_query()
     try:
-        limit = min(int(request.args.get("limit", audit_log.PAGE_SIZE)), 1000)
+        limit = max(1, min(int(request.args.get("limit", audit_log.PAGE_SIZE)), 1000))
         before = int(request.args["before_id"]) if request.args.get("before_id") else None
     except ValueError:
         return _error(400, "invalid_filter")

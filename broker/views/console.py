@@ -33,6 +33,7 @@ from ..staff.web import (
     source_address,
 )
 from ..state import current, db
+from ..throttle import EMAIL, throttled
 
 blueprint = Blueprint("console", __name__, url_prefix="/console")
 audit_log.guard_append_only()
@@ -106,6 +107,7 @@ def login_page():  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/login")
+@throttled("login", target=EMAIL)
 def login_submit():  # type: ignore[no-untyped-def]
     email = request.form.get("email", "")
     password = request.form.get("password", "")

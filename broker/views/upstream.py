@@ -24,6 +24,7 @@ from ..models import Flow
 from ..security import new_token
 from ..state import current, db
 from ..throttle import throttled
+from .account import second_factor_redirect
 from .login import authorize_flow, finish_login
 from .tenancy import current_login, source_address, tenant_or_404
 
@@ -57,6 +58,7 @@ def _provider(tenant: TenantConfig, kind: str, upstream: UpstreamConfig) -> OAut
 
 
 def _browser_token() -> str:
+    """The binding cookie of the journey this browser is on (the callback required it)."""
     return request.cookies.get(BROWSER_COOKIE) or new_token()
 
 
@@ -101,7 +103,9 @@ def start(tenant: str, kind: str):  # type: ignore[no-untyped-def]
         _audit_failure(tenant_config, kind, error.code)
         db().commit()
         return _error_page(tenant_config, error.code, kind, 502)
-    browser = _browser_token()
+    # A fresh token for every start: a token once seen (a shared computer, a log) is worth
+    # nothing for the next login, and one journey's cookie never binds another.
+    browser = new_token()
     journey.new_upstream_flow(
         db(), tenant, begun.state_data, browser_token=browser,
         authorize_flow_id=authorize.id if authorize else None, link_user_id=link_user_id,
@@ -181,6 +185,15 @@ def _show(tenant: TenantConfig, step: journey.Step, kind: str = "",  # type: ign
         if step.flow is not None:
             authorize = authorize_flow(tenant.slug, step.flow.data.get("authorize_flow"))
             journey.finish(session, step.flow)
+        if step.second_factor:
+            # An existing account was linked by its email code or password: one factor. Its
+            # TOTP comes before any session (the pending login keeps the upstream's amr/acr).
+            if not _commit():
+                return _error_page(tenant, "try_again", kind, 409)
+            pending = second_factor_redirect(tenant, authorize.id if authorize else None,
+                                             step.user, False, amr=step.amr, acr=step.acr)
+            if pending is not None:
+                return pending
         login, token = login_session.start(session, tenant, step.user, amr=step.amr,
                                            acr=step.acr)
         if not _commit():
@@ -223,6 +236,7 @@ def first_login(tenant: str, flow_id: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/first-login/<flow_id>/<action>")
+@throttled("activation")  # per source address: email codes are guessed here
 def first_login_submit(tenant: str, flow_id: str, action: str):  # type: ignore[no-untyped-def]
     tenant_config, flow = _journey_or_error(tenant, flow_id)
     if flow is None or flow.state not in PAGES:
@@ -266,7 +280,8 @@ def identities(tenant: str):  # type: ignore[no-untyped-def]
         identity_id = request.form.get("identity_id", "")
         outcome = (journey.unlink_identity(session, tenant_config, user, int(identity_id),
                                            source_address())
-                   if identity_id.isdigit() and len(identity_id) < 10 else "not_found")
+                   if identity_id.isascii() and identity_id.isdigit() and len(identity_id) < 10
+                   else "not_found")
         session.commit()
         if outcome == "ok":
             return redirect(url_for("upstream.identities", tenant=tenant, notice="unlinked"))
