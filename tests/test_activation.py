@@ -23,6 +23,7 @@ from .accounts_support import (
     make_app,
     register,
     user,
+    without_csrf,
 )
 
 EMAIL = "kari@example.no"
@@ -164,8 +165,8 @@ def test_an_unknown_address_gets_the_same_answers_as_a_pending_one(broker_app):
     register(client, NO, EMAIL)
     known = [_activate(client, "000000").get_data() for _ in range(5)]
     unknown = [_activate(client, "000000", "nobody@example.no").get_data() for _ in range(5)]
-    assert [body.replace(EMAIL.encode(), b"X") for body in known] == \
-        [body.replace(b"nobody@example.no", b"X") for body in unknown]
+    assert [without_csrf(body).replace(EMAIL.encode(), b"X") for body in known] == \
+        [without_csrf(body).replace(b"nobody@example.no", b"X") for body in unknown]
 
 
 def test_resend_waits_for_the_cooldown_and_a_new_code_replaces_the_old(broker_app):

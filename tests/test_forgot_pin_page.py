@@ -140,7 +140,9 @@ def test_a_request_without_the_csrf_token_is_refused_and_sends_nothing(sqlite_ap
     assert _outbox(sqlite_app) == []
 
 
-def test_past_the_sms_cap_the_page_stays_the_same_and_no_more_sms_go_out(sqlite_app):
+def test_past_the_sms_cap_the_page_stays_the_same_and_no_more_sms_go_out(sqlite_url):
+    # The page's own throttle would answer first (tests/test_throttle.py); here the SMS cap.
+    sqlite_app = _app(sqlite_url, throttle={"forgot_pin": {"per_address": "", "per_target": ""}})
     client = sqlite_app.test_client()
     cap = sqlite_app.extensions["broker"].config.messaging.sms.max_per_number_per_hour
     pages = {without_csrf(_ask(client, channel="sms", phone=KARI["phone"]).get_data())

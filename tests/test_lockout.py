@@ -68,7 +68,8 @@ def test_a_rule_that_would_shrink_locks_is_refused():
 def tenant_config(database_url: str, **lockout) -> TenantConfig:
     tenants = demo_tenants(PORTAL_SECRET, "http://portal.test", "http://emulator.test")
     tenants[SLUG].update(argon2_time_cost=1, argon2_memory_kib=8192, lockout=lockout)
-    return make_config(database_url, tenants=tenants).tenants[SLUG]
+    # The utility's own language (Norwegian): the lock email is written in it.
+    return make_config(database_url, tenants=tenants, page_language=None).tenants[SLUG]
 
 
 @pytest.fixture
@@ -304,6 +305,7 @@ def _fire_wrong_passwords(url, tenant, count, log_path, start):  # pragma: no co
         return real_verify(tenant_cfg, stored_hash, password)
 
     password_login.verify_password = counted_verify
+    make_config(url)  # as a broker process starts: the config installs its data keys
     engine = database.make_engine(url)
     sessions = database.make_sessionmaker(engine)
     threads_ready = threading.Barrier(count)
