@@ -18,6 +18,7 @@ from ..config import TenantConfig
 from ..i18n import current_locale
 from ..models import User
 from ..security import new_token, sha256_hex
+from ..staff.actions import support_actions_for
 from ..state import current, db
 from ..throttle import EMAIL, throttled
 from .customers import PROOF_LABELS
@@ -376,6 +377,7 @@ def _profile_page(tenant: TenantConfig, user: User, status: int = 200, **context
     values: dict[str, object] = {
         "errors": {}, "failures": [], "notice": None, "form": {},
         "rules": _rules(tenant), "totp_offered": totp.totp_offered(tenant),
+        "support_actions": support_actions_for(db(), user.id, limit=20),
     }
     values.update(context)
     return _page("profile.html", tenant, status, user=user, **values)
