@@ -75,15 +75,14 @@ def free_port() -> int:
 
 
 def throttle_section() -> str:
-    """Throttles stay on (their cost is part of the path) but with limits this load from one
-    address never reaches: a benchmark measures capacity, not the per-address limit."""
+    """The login throttle stays on (its cost is part of the path) but with limits this load
+    from one address never reaches: a benchmark measures capacity, not the per-address limit."""
     if "throttle" not in BrokerConfig.model_fields:
         return ""
     high = '"1000000/minute"'
     return (
         f"[throttle.login]\nper_address = {high}\nper_target = {high}\n"
-        f"[throttle.oidc]\nper_client = {high}\n"
-    )
+    )  # the token endpoint has no per-client throttle by default (config.py explains why)
 
 
 def write_config(path: Path, database_url: str, public_url: str) -> None:
