@@ -71,3 +71,6 @@ def configure_logging(level: str = "INFO") -> None:
         werkzeug.addFilter(RequestLineFilter())
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.INFO)
+    # The dev outbox's SMTP catcher (aiosmtpd) logs every connection, including its own
+    # readiness probe at start-up; only its warnings matter.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
