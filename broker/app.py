@@ -7,6 +7,7 @@ import secrets
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, abort, g, request
 from sqlalchemy import select
@@ -52,7 +53,7 @@ def create_app(config: BrokerConfig | str | Path, *, migrate: bool = False) -> F
     _build_oidc(state)
     _warm_password_hashing(state)
 
-    _install_request_hooks(app)
+    _install_request_hooks(app, _content_security_policy(config))
     _register_blueprints(app)
     throttle.init_app(app, config)  # after the views it wraps, before CSRF exempts them
     from .i18n import init_app as install_languages
@@ -96,7 +97,21 @@ def _build_oidc(state: BrokerState) -> None:
     state.services["oidc_servers"] = build_servers(state.config, keys)
 
 
-def _install_request_hooks(app: Flask) -> None:
+def _content_security_policy(config: BrokerConfig) -> str:
+    """Built once: our own origin, plus the hosts of the tenants' logos (branding)."""
+    logo_origins = sorted({
+        f"{parts.scheme}://{parts.netloc}"
+        for tenant in config.tenants.values() if tenant.logo_url
+        for parts in [urlsplit(tenant.logo_url)] if parts.scheme in ("http", "https")
+    })
+    images = " ".join(["'self'", "data:", *logo_origins])
+    return (
+        f"default-src 'self'; img-src {images}; style-src 'self' 'unsafe-inline'; "
+        "frame-ancestors 'none'; form-action 'self' http: https:"
+    )
+
+
+def _install_request_hooks(app: Flask, content_security_policy: str) -> None:
     @app.before_request
     def _start() -> None:
         incoming = request.headers.get("X-Request-Id", "")[:64]
@@ -113,11 +128,7 @@ def _install_request_hooks(app: Flask) -> None:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-            "frame-ancestors 'none'; form-action 'self' http: https:",
-        )
+        response.headers.setdefault("Content-Security-Policy", content_security_policy)
         if request.is_secure:
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response

@@ -51,3 +51,15 @@ def test_a_nul_byte_in_any_field_is_refused_before_it_reaches_the_database(sqlit
     assert client.get("/t/fjordvarme/login?flow=a%00b").status_code == 400
     response = client.post("/t/fjordvarme/login", data={"email": "a\x00@example.no"})
     assert response.status_code == 400
+
+
+def test_a_tenant_logo_on_its_own_host_is_allowed_by_the_content_security_policy(sqlite_url):
+    data = make_config(sqlite_url).model_dump()
+    data["tenants"]["fjordvarme"]["logo_url"] = "https://cdn.fjordvarme.example/logo.svg"
+    from broker.config import parse_config
+
+    client = create_app(parse_config(data)).test_client()
+    response = client.get("/t/fjordvarme/login")
+    assert "img-src 'self' data: https://cdn.fjordvarme.example;" in \
+        response.headers["Content-Security-Policy"]
+    assert 'src="https://cdn.fjordvarme.example/logo.svg"' in response.get_data(as_text=True)
