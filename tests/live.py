@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urljoin
 
+import requests
 from flask import Flask
 from werkzeug.serving import make_server
 
@@ -57,3 +60,24 @@ def live_broker(make: Callable[[str], BrokerConfig]) -> Iterator[LiveBroker]:
         server.shutdown()
         thread.join(timeout=5)
         app.extensions["broker"].engine.dispose()
+
+
+def submit_form(browser: requests.Session, page: requests.Response, action_hint: str,
+                **fields: str) -> requests.Response:
+    """Post the page's form whose action contains ``action_hint``, with its hidden fields
+    (flow id, CSRF token), as a browser would; redirects are left to the caller."""
+    forms = re.findall(r'<form method="post" action="([^"]*)"[^>]*>(.*?)</form>', page.text, re.S)
+    action, body = next((a, b) for a, b in forms if action_hint in a)
+    hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', body))
+    return browser.post(urljoin(page.url, action), data={**hidden, **fields},
+                        allow_redirects=False)
+
+
+def follow_to_portal(browser: requests.Session, response: requests.Response,
+                     portal_prefix: str = "http://portal.test") -> requests.Response:
+    """Follow the broker's redirects until one leaves for the portal (not followed)."""
+    while response.status_code in (302, 303) and not response.headers["Location"].startswith(
+            portal_prefix):
+        response = browser.get(urljoin(response.url, response.headers["Location"]),
+                               allow_redirects=False)
+    return response

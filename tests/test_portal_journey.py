@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 import secrets
-from urllib.parse import parse_qs, urljoin, urlparse
+from urllib.parse import parse_qs, urlparse
 
 import requests
 from joserfc import jwt
@@ -17,7 +16,7 @@ from broker.models import CustomerAccount, User
 from broker.passwords import hash_password
 
 from .conftest import PORTAL_SECRET, make_config
-from .live import live_broker
+from .live import follow_to_portal, live_broker, submit_form
 
 TENANT = "aaro-vand"
 REDIRECT = f"http://portal.test/{TENANT}/callback"
@@ -44,24 +43,6 @@ def _seed(app) -> None:
                                                          "K7Q-2291")))
 
 
-def _form(browser: requests.Session, page: requests.Response, action_hint: str,
-          **fields: str) -> requests.Response:
-    """Submit the page's form whose action contains ``action_hint``, as a browser would."""
-    forms = re.findall(r'<form method="post" action="([^"]*)">(.*?)</form>', page.text, re.S)
-    action, body = next((a, b) for a, b in forms if action_hint in a)
-    hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', body))
-    return browser.post(urljoin(page.url, action), data={**hidden, **fields},
-                        allow_redirects=False)
-
-
-def _follow(browser: requests.Session, response: requests.Response) -> requests.Response:
-    while response.status_code in (302, 303) and not response.headers["Location"].startswith(
-            "http://portal.test"):
-        response = browser.get(urljoin(response.url, response.headers["Location"]),
-                               allow_redirects=False)
-    return response
-
-
 def test_first_login_offers_binding_and_the_portal_then_sees_the_customer_account(database_url):
     with live_broker(lambda url: _config(database_url, url)) as broker:
         _seed(broker.app)
@@ -69,25 +50,25 @@ def test_first_login_offers_binding_and_the_portal_then_sees_the_customer_accoun
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
         browser = requests.Session()
-        login_page = _follow(browser, browser.get(f"{issuer}/authorize", params={
+        login_page = follow_to_portal(browser, browser.get(f"{issuer}/authorize", params={
             "response_type": "code", "client_id": "demo-portal", "redirect_uri": REDIRECT,
             "scope": "openid profile customer_accounts", "state": "s", "nonce": "n",
             "code_challenge": challenge.rstrip(b"=").decode(), "code_challenge_method": "S256",
         }, allow_redirects=False))
         assert "Log in" in login_page.text
 
-        wrong = _form(browser, login_page, "/login", email="mette@example.dk",
+        wrong = submit_form(browser, login_page, "/login", email="mette@example.dk",
                       password="not-it-1A!")
         assert wrong.status_code == 401
-        bind_page = _follow(browser, _form(browser, login_page, "/login",
+        bind_page = follow_to_portal(browser, submit_form(browser, login_page, "/login",
                                            email="mette@example.dk", password="Vand&Affald7"))
         assert "Add an address or customer account" in bind_page.text
 
-        refused = _form(browser, bind_page, "/customer-accounts", customer_number="4500123",
+        refused = submit_form(browser, bind_page, "/customer-accounts", customer_number="4500123",
                         proof_value="WRONG-1")
         assert refused.status_code == 400
         assert "do not match" in refused.text
-        done = _follow(browser, _form(browser, bind_page, "/customer-accounts",
+        done = follow_to_portal(browser, submit_form(browser, bind_page, "/customer-accounts",
                                       customer_number="4500 123", proof_value="k7q2291"))
         assert done.headers["Location"].startswith(REDIRECT)
         code = parse_qs(urlparse(done.headers["Location"]).query)["code"][0]

@@ -12,7 +12,7 @@ import hashlib
 import io
 import re
 import secrets
-from urllib.parse import parse_qs, urljoin, urlparse
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
@@ -38,7 +38,7 @@ from .accounts_support import (
 )
 from .conftest import PORTAL_SECRET, make_config
 from .customers_support import as_csv, customer_rows
-from .live import live_broker
+from .live import follow_to_portal, live_broker, submit_form
 
 SLUG = "fjordvarme"
 ROWS = customer_rows(3)
@@ -183,36 +183,18 @@ def _config(database_url: str, url: str):  # type: ignore[no-untyped-def]
     return parse_config(data)
 
 
-def _submit(browser: requests.Session, page: requests.Response, action_hint: str,
-            **fields: str) -> requests.Response:
-    """Post the page's form whose action contains ``action_hint``, as a browser would."""
-    forms = re.findall(r'<form method="post" action="([^"]*)"[^>]*>(.*?)</form>', page.text, re.S)
-    action, body = next((a, b) for a, b in forms if action_hint in a)
-    hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', body))
-    return browser.post(urljoin(page.url, action), data={**hidden, **fields},
-                        allow_redirects=False)
-
-
-def _follow(browser: requests.Session, response: requests.Response) -> requests.Response:
-    while response.status_code in (302, 303) and not response.headers["Location"].startswith(
-            "http://portal.test"):
-        response = browser.get(urljoin(response.url, response.headers["Location"]),
-                               allow_redirects=False)
-    return response
-
-
 def _portal_login(broker, email: str) -> dict:  # type: ignore[no-untyped-def]
     """A portal's code + PKCE login with the password; returns the ID token's claims."""
     issuer = broker.issuer(SLUG)
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
     browser = requests.Session()
-    login_page = _follow(browser, browser.get(f"{issuer}/authorize", params={
+    login_page = follow_to_portal(browser, browser.get(f"{issuer}/authorize", params={
         "response_type": "code", "client_id": "demo-portal", "redirect_uri": REDIRECT,
         "scope": "openid profile customer_accounts", "state": "s", "nonce": "n",
         "code_challenge": challenge.rstrip(b"=").decode(), "code_challenge_method": "S256",
     }, allow_redirects=False))
-    done = _follow(browser, _submit(browser, login_page, "/login", email=email,
+    done = follow_to_portal(browser, submit_form(browser, login_page, "/login", email=email,
                                     password=GOOD_PASSWORD))
     assert done.headers["Location"].startswith(REDIRECT), done.text
     code = parse_qs(urlparse(done.headers["Location"]).query)["code"][0]
@@ -228,19 +210,19 @@ def test_fjordvarme_signup_with_pin_then_the_portals_id_token_lists_the_account(
         _load_customers(broker.app)
         browser = requests.Session()
         form = browser.get(f"{broker.issuer(SLUG)}/register")
-        refused = _submit(browser, form, "/register", customer_number="100 001",
+        refused = submit_form(browser, form, "/register", customer_number="100 001",
                           proof_value=WRONG_PIN, email="kari@example.no", name="Kari Nordmann",
                           password=GOOD_PASSWORD, password_confirmation=GOOD_PASSWORD,
                           privacy="on")
         assert refused.status_code == 400 and "do not match our records" in refused.text
         assert user(broker.app, "kari@example.no") is None
 
-        sent = _submit(browser, refused, "/register", customer_number="100 001",
+        sent = submit_form(browser, refused, "/register", customer_number="100 001",
                        proof_value=KARI["pin"], email="kari@example.no", name="Kari Nordmann",
                        password=GOOD_PASSWORD, password_confirmation=GOOD_PASSWORD,
                        privacy="on")
         assert sent.status_code == 200 and "Check your email" in sent.text
-        activated = _submit(browser, sent, "/activate", email="kari@example.no",
+        activated = submit_form(browser, sent, "/activate", email="kari@example.no",
                             code=code_in(last_mail(broker.app, "kari@example.no")))
         assert activated.status_code in (302, 303)
 
