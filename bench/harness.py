@@ -8,6 +8,7 @@ be given per CPU-second of the worker, which other load on the machine does not 
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import socket
@@ -283,3 +284,19 @@ def closed_loop(
     result.seconds = time.perf_counter() - started
     result.worker_cpu_seconds = server.worker_cpu_seconds() - cpu_before
     return result
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every HTTP benchmark takes for the broker worker it starts."""
+    parser.add_argument("--cpu", type=int, default=0, help="CPU the broker worker runs on")
+    parser.add_argument("--malloc-mmap-threshold", type=int, default=None, metavar="BYTES",
+                        help="run the broker with MALLOC_MMAP_THRESHOLD_=BYTES (e.g. 1048576)")
+
+
+def print_run_header() -> None:
+    """Date, machine and command first: every figure is read with them (BENCHMARKS.md)."""
+    import datetime
+
+    print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
+    print(f"machine: {machine()}")
+    print(f"command: {' '.join(sys.argv)}")

@@ -20,7 +20,6 @@ CPU-second the worker actually used (robust against other load on the machine).
 from __future__ import annotations
 
 import argparse
-import datetime
 import secrets
 import sys
 import tempfile
@@ -72,14 +71,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--raw-seconds", type=float, default=5.0)
-    parser.add_argument("--cpu", type=int, default=0, help="CPU the broker worker runs on")
-    parser.add_argument("--malloc-mmap-threshold", type=int, default=None, metavar="BYTES",
-                        help="run the broker with MALLOC_MMAP_THRESHOLD_=BYTES (e.g. 1048576)")
+    harness.add_worker_arguments(parser)
     args = parser.parse_args()
 
-    print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
-    print(f"machine: {harness.machine()}")
-    print(f"command: {' '.join(sys.argv)}")
+    harness.print_run_header()
     with tempfile.TemporaryDirectory() as scratch, \
             harness.scratch_postgres("broker_bench_login") as url, \
             harness.broker_serve(Path(scratch), url, cpu=args.cpu,

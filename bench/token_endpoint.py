@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime
 import hashlib
 import secrets
 import sys
@@ -125,14 +124,10 @@ def main() -> None:
     parser.add_argument("--round", type=int, default=500, help="codes prepared per round")
     parser.add_argument("--seconds", type=float, default=15.0, help="refresh grant phase")
     parser.add_argument("--baseline-seconds", type=float, default=3.0)
-    parser.add_argument("--cpu", type=int, default=0, help="CPU the broker worker runs on")
-    parser.add_argument("--malloc-mmap-threshold", type=int, default=None, metavar="BYTES",
-                        help="run the broker with MALLOC_MMAP_THRESHOLD_=BYTES (e.g. 1048576)")
+    harness.add_worker_arguments(parser)
     args = parser.parse_args()
 
-    print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
-    print(f"machine: {harness.machine()}")
-    print(f"command: {' '.join(sys.argv)}")
+    harness.print_run_header()
     with tempfile.TemporaryDirectory() as scratch, \
             harness.scratch_postgres("broker_bench_token") as url, \
             harness.broker_serve(Path(scratch), url, cpu=args.cpu,
