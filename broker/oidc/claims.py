@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from flows.binding import customer_accounts_for
 
-from ..models import User
+
+class ClaimsSubject(Protocol):
+    """What claims are made of: an ORM ``User`` or the token endpoint's ``TokenHolder``."""
+
+    id: int
+    subject: str
+    name: str
+    locale: str | None
+    email: str | None
+    email_verified: bool
+    phone: str | None
+
 
 SCOPE_CLAIMS = {
     "profile": ("name", "locale"),
@@ -21,7 +32,7 @@ CLAIMS_SUPPORTED = [
 ]
 
 
-def user_claims(db: Session, user: User, scope: str) -> dict[str, Any]:
+def user_claims(db: Session, user: ClaimsSubject, scope: str) -> dict[str, Any]:
     scopes = set(scope.split())
     claims: dict[str, Any] = {"sub": user.subject}
     if "profile" in scopes:

@@ -17,19 +17,20 @@ from typing import Any
 
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import (
-    InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
 )
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode
 from flask import g
-from sqlalchemy import select, update
+from sqlalchemy import update
 
-from ..models import AuthorizationCode, LoginSession, Token, User, utcnow
+from ..models import AuthorizationCode, Token, utcnow
 from ..security import keyed_hmac, new_token, sha256_hex
 from ..state import current, db
+from . import token_store
 from .claims import user_claims
+from .token_store import RedeemedCode, RotatedToken, TokenHolder, UserRef
 
 CODE_LIFETIME = timedelta(minutes=2)
 
@@ -56,9 +57,9 @@ def revoke_family(family_id: str) -> None:
 
 
 class StoredCode:
-    """An authorization code row as Authlib's AuthorizationCodeMixin."""
+    """A redeemed authorization code as Authlib's AuthorizationCodeMixin."""
 
-    def __init__(self, row: AuthorizationCode, user: User) -> None:
+    def __init__(self, row: RedeemedCode, user: TokenHolder) -> None:
         self.row = row
         self.user = user
 
@@ -125,41 +126,18 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         )
 
     def query_authorization_code(self, code: str, client: Any) -> StoredCode | None:
+        """Redeem the code here, atomically (see token_store.redeem_code): a refusal later in
+        the request rolls the redemption back, so a refused request leaves the code as it was."""
         digest = sha256_hex(code)
-        row = db().execute(
-            select(AuthorizationCode, User, LoginSession.revoked_at)
-            .join(User, User.id == AuthorizationCode.user_id)
-            .outerjoin(LoginSession, LoginSession.id == AuthorizationCode.login_session_id)
-            .where(AuthorizationCode.code_sha256 == digest)
-        ).first()
-        if row is None:
+        tenant = client.tenant.slug
+        redeemed = token_store.redeem_code(db(), digest, tenant, client.client_id, utcnow())
+        if redeemed is None:
+            if token_store.explain_unredeemed_code(db(), digest, tenant, client.client_id):
+                after_rollback(lambda: revoke_tokens_of_code(digest))
             return None
-        stored, user, session_ended = row
-        if session_ended is not None:  # logged out after the code was issued
-            return None
-        if stored.client_id != client.client_id or stored.tenant != client.tenant.slug:
-            return None
-        if stored.used_at is not None:
-            after_rollback(lambda: revoke_tokens_of_code(digest))
-            return None
-        if stored.expires_at <= utcnow() or user.status != "active":
-            return None
-        return StoredCode(stored, user)
+        return StoredCode(*redeemed)
 
-    def authenticate_user(self, authorization_code: StoredCode) -> User | None:
-        """Redeem the code atomically; a concurrent second redemption loses here."""
-        claimed = db().execute(
-            update(AuthorizationCode)
-            .where(
-                AuthorizationCode.code_sha256 == authorization_code.row.code_sha256,
-                AuthorizationCode.used_at.is_(None),
-            )
-            .values(used_at=utcnow())
-        )
-        if claimed.rowcount != 1:
-            digest = authorization_code.row.code_sha256
-            after_rollback(lambda: revoke_tokens_of_code(digest))
-            raise InvalidGrantError("The authorization code was already used.")
+    def authenticate_user(self, authorization_code: StoredCode) -> TokenHolder:
         return authorization_code.user
 
     def delete_authorization_code(self, authorization_code: StoredCode) -> None:
@@ -231,7 +209,7 @@ class OpenIDCodeExtension(OpenIDCode):
         claims["sid"] = session_id_claim(authorization_code.row.login_session_id)
         return claims
 
-    def generate_user_info(self, user: User, scope: str) -> dict[str, Any]:
+    def generate_user_info(self, user: TokenHolder, scope: str) -> dict[str, Any]:
         return user_claims(db(), user, scope)
 
 
@@ -251,58 +229,41 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     ]
     INCLUDE_NEW_REFRESH_TOKEN = True
 
-    def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
-        row = db().execute(
-            select(Token, User)
-            .join(User, User.id == Token.user_id)
-            .where(Token.refresh_token_sha256 == sha256_hex(refresh_token))
-        ).first()
-        if row is None:
-            return None
-        token, user = row
-        if token.rotated_at is not None or token.revoked_at is not None:
-            if token.rotated_at is not None:
-                family = token.family_id
+    def authenticate_refresh_token(self, refresh_token: str) -> _TokenView | None:
+        """Rotate the token here, atomically (see token_store.rotate_refresh_token): a refusal
+        later in the request rolls the rotation back."""
+        digest = sha256_hex(refresh_token)
+        client = self.request.client
+        rotated = token_store.rotate_refresh_token(
+            db(), digest, client.tenant.slug, client.client_id, utcnow()
+        )
+        if rotated is None:
+            family = token_store.explain_unrotated_token(db(), digest)
+            if family is not None:
                 after_rollback(lambda: revoke_family(family))
             return None
-        if token.refresh_expires_at is None or token.refresh_expires_at <= utcnow():
-            return None
-        if user.status != "active":
-            return None
-        g.oidc_refresh_user = user
-        g.oidc_refreshed = token
-        return _TokenView(token)
+        g.oidc_refreshed = rotated
+        return _TokenView(rotated)
 
-    def authenticate_user(self, refresh_token: _TokenView) -> User | None:
-        return g.oidc_refresh_user
+    def authenticate_user(self, refresh_token: _TokenView) -> UserRef:
+        return UserRef(refresh_token.row.user_id)
 
     def revoke_old_credential(self, refresh_token: _TokenView) -> None:
-        rotated = db().execute(
-            update(Token)
-            .where(
-                Token.id == refresh_token.row.id,
-                Token.rotated_at.is_(None),
-                Token.revoked_at.is_(None),
-            )
-            .values(rotated_at=utcnow())
-        )
-        if rotated.rowcount != 1:
-            family = refresh_token.row.family_id
-            after_rollback(lambda: revoke_family(family))
-            raise InvalidGrantError("The refresh token was already used.")
+        """Already done: the token was rotated when it was authenticated."""
 
 
 class _TokenView:
-    """A Token row as Authlib's TokenMixin for the refresh grant."""
+    """A rotated refresh token as Authlib's TokenMixin; the rotation checked client, expiry
+    and revocation, so the checks Authlib asks for here hold by construction."""
 
-    def __init__(self, row: Token) -> None:
+    def __init__(self, row: RotatedToken) -> None:
         self.row = row
 
     def get_scope(self) -> str:
         return self.row.scope
 
     def check_client(self, client: Any) -> bool:
-        return client.client_id == self.row.client_id and client.tenant.slug == self.row.tenant
+        return True
 
     def is_expired(self) -> bool:
         return False
@@ -314,40 +275,40 @@ class _TokenView:
         return None
 
     def get_user(self) -> Any:
-        return g.oidc_refresh_user
+        return UserRef(self.row.user_id)
 
 
-def token_record(token: dict[str, Any], request: Any, tenant_minutes: tuple[int, int]) -> Token:
-    """The Token row for a newly issued token response."""
+def token_values(
+    token: dict[str, Any], request: Any, tenant_minutes: tuple[int, int]
+) -> dict[str, Any]:
+    """The ``tokens`` row for a newly issued token response."""
     access_minutes, refresh_days = tenant_minutes
     now = utcnow()
-    code = getattr(request, "authorization_code", None)
-    previous: Token | None = g.get("oidc_refreshed")
+    code: StoredCode | None = getattr(request, "authorization_code", None)
+    previous: RotatedToken | None = g.get("oidc_refreshed")
     if code is not None:
         family = new_token(16)
-        auth_time, amr, acr = code.row.auth_time, list(code.row.amr), code.row.acr
-        session_id, code_digest = code.row.login_session_id, code.row.code_sha256
+        origin: RedeemedCode | RotatedToken = code.row
     elif previous is not None:
         family = previous.family_id
-        auth_time, amr, acr = previous.auth_time, list(previous.amr), previous.acr
-        session_id, code_digest = previous.login_session_id, previous.code_sha256
+        origin = previous
     else:  # pragma: no cover - only the two grants above issue tokens
         raise RuntimeError("token issued without a code or refresh token")
     refresh = token.get("refresh_token")
-    return Token(
-        tenant=request.client.tenant.slug,
-        client_id=request.client.client_id,
-        user_id=request.user.id,
-        login_session_id=session_id,
-        family_id=family,
-        code_sha256=code_digest,
-        access_token_sha256=sha256_hex(token["access_token"]),
-        refresh_token_sha256=sha256_hex(refresh) if refresh else None,
-        scope=token.get("scope", ""),
-        auth_time=auth_time,
-        amr=amr,
-        acr=acr,
-        issued_at=now,
-        access_expires_at=now + timedelta(minutes=access_minutes),
-        refresh_expires_at=now + timedelta(days=refresh_days) if refresh else None,
-    )
+    return {
+        "tenant": request.client.tenant.slug,
+        "client_id": request.client.client_id,
+        "user_id": request.user.id,
+        "login_session_id": origin.login_session_id,
+        "family_id": family,
+        "code_sha256": origin.code_sha256,
+        "access_token_sha256": sha256_hex(token["access_token"]),
+        "refresh_token_sha256": sha256_hex(refresh) if refresh else None,
+        "scope": token.get("scope", ""),
+        "auth_time": origin.auth_time,
+        "amr": list(origin.amr),
+        "acr": origin.acr,
+        "issued_at": now,
+        "access_expires_at": now + timedelta(minutes=access_minutes),
+        "refresh_expires_at": now + timedelta(days=refresh_days) if refresh else None,
+    }

@@ -21,9 +21,10 @@ from .grants import (
     RefreshTokenGrant,
     S256CodeChallenge,
     after_rollback,
-    token_record,
+    token_values,
 )
 from .keys import KeyStore
+from .token_store import insert_token
 
 SCOPES = ["openid", "profile", "email", "phone", "customer_accounts", "offline_access"]
 
@@ -93,11 +94,8 @@ class TenantServer(AuthorizationServer):
         return self.clients.get(client_id)
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
-        db().add(
-            token_record(
-                token, request, (self.tenant.access_token_minutes, self.tenant.refresh_token_days)
-            )
-        )
+        minutes = (self.tenant.access_token_minutes, self.tenant.refresh_token_days)
+        insert_token(db(), token_values(token, request, minutes))
 
     def _generate_token(
         self,
