@@ -157,7 +157,7 @@ def broker_serve(folder: Path, database_url: str, cpu: int = 0,
     log = (folder / "broker.log").open("wb")
     process = subprocess.Popen(  # noqa: S603 - our own CLI
         [BROKER, "serve", "--config", str(config_path), "--bind", f"127.0.0.1:{port}",
-         "--workers", "1"],
+         "--workers", "1", "--threads", os.environ.get("BENCH_WORKER_THREADS", "4")],
         env=env, stdout=log, stderr=subprocess.STDOUT,
         preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
     )

@@ -14,7 +14,8 @@ returns a refresh token.
    small enough that every code is redeemed within its 2-minute lifetime;
 2. code grants: POST /token grant_type=authorization_code with code_verifier;
 3. refresh grants: each client thread rotates its own refresh token chain for ``--seconds``;
-4. the baseline, in this process on the worker's CPU: one RS256 signature with the tenant's key
+4. the floor: GET /healthz through the same worker (what any request costs);
+5. the baseline, in this process on the worker's CPU: one RS256 signature with the tenant's key
    (joserfc, as the broker signs), one PostgreSQL round trip (``SELECT 1``), and one short write
    transaction (INSERT + COMMIT); ceiling = 1 / (signature + round trip).
 """
@@ -202,6 +203,15 @@ def main() -> None:
 
         refreshes = harness.closed_loop(server, args.threads, make_job=refresh_job,
                                         duration=args.seconds)
+
+        def health_job(index: int):  # type: ignore[no-untyped-def]
+            def job(browser: requests.Session) -> None:
+                if browser.get(f"{server.url}/healthz", timeout=30).status_code != 200:
+                    raise RuntimeError("healthz failed")
+            return job
+
+        floor = harness.closed_loop(server, args.threads, make_job=health_job,
+                                    duration=args.seconds / 2)
         rss_end, rss_peak = server.worker_memory_mib()
         harness.pin_this_thread({args.cpu})
         base = baseline(server.config_path, args.baseline_seconds)
@@ -218,7 +228,12 @@ def main() -> None:
           f"{grants.summary()}")
     print(f"refresh_token grant (rotation), {args.threads} client threads: "
           f"{refreshes.summary()}")
+    print(f"floor: GET /healthz (HTTP, gunicorn, Flask, request hooks; no database), "
+          f"{args.threads} client threads: {floor.summary()}")
     for label, result in (("code grant", grants), ("refresh grant", refreshes)):
+        above = 1000 / result.rate_per_cpu_second - 1000 / floor.rate_per_cpu_second
+        print(f"{label}: {1000 / result.rate_per_cpu_second:.2f} ms of worker CPU per request, "
+              f"{above:.2f} ms above the /healthz floor")
         print(f"{label}: {result.rate:.0f}/s = {result.rate / ceiling:.2f} x the signature+round "
               f"trip ceiling, {result.rate / ceiling_write:.2f} x signature+write transaction; "
               f"target >= 240/s per core (aim 600): "

@@ -52,7 +52,8 @@ def db_upgrade(config_path: str) -> None:
 @CONFIG_OPTION
 @click.option("--bind", default="127.0.0.1:5000", show_default=True)
 @click.option("--workers", default=2, show_default=True)
-def serve(config_path: str, bind: str, workers: int) -> None:
+@click.option("--threads", default=4, show_default=True, help="threads per worker (gthread)")
+def serve(config_path: str, bind: str, workers: int, threads: int) -> None:
     """Run the broker under gunicorn (production)."""
     from gunicorn.app.base import BaseApplication
 
@@ -65,7 +66,7 @@ def serve(config_path: str, bind: str, workers: int) -> None:
             self.cfg.set("bind", bind)
             self.cfg.set("workers", workers)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 4)
+            self.cfg.set("threads", threads)
 
         def load(self):  # type: ignore[no-untyped-def]
             return create_app(config)

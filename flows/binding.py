@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -226,18 +226,25 @@ def bind_by_national_id(
     )
 
 
+# What the ``customer_accounts`` claim is made of, per bound account; built once.
+ACCOUNT_CLAIM_COLUMNS = (
+    CustomerAccount.number, CustomerAccount.kind, Binding.role, CustomerAccount.name
+)
+_ACCOUNTS_OF_USER = (
+    select(*ACCOUNT_CLAIM_COLUMNS)
+    .join(Binding, Binding.customer_account_id == CustomerAccount.id)
+    .where(Binding.user_id == bindparam("user_id"))
+    .order_by(CustomerAccount.number)
+)
+
+
+def account_claim(number: str, kind: str, role: str, name: str) -> dict[str, Any]:
+    return {"number": number, "kind": kind, "role": role, "name": name}
+
+
 def customer_accounts_for(db: Session, user_id: int) -> list[dict[str, Any]]:
     """What the ``customer_accounts`` claim says about a user: one query."""
-    rows = db.execute(
-        select(CustomerAccount.number, CustomerAccount.kind, Binding.role, CustomerAccount.name)
-        .join(Binding, Binding.customer_account_id == CustomerAccount.id)
-        .where(Binding.user_id == user_id)
-        .order_by(CustomerAccount.number)
-    ).all()
-    return [
-        {"number": number, "kind": kind, "role": role, "name": name}
-        for number, kind, role, name in rows
-    ]
+    return [account_claim(*row) for row in db.execute(_ACCOUNTS_OF_USER, {"user_id": user_id})]
 
 
 @dataclass(frozen=True)

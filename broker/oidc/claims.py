@@ -32,7 +32,13 @@ CLAIMS_SUPPORTED = [
 ]
 
 
-def user_claims(db: Session, user: ClaimsSubject, scope: str) -> dict[str, Any]:
+def user_claims(
+    db: Session,
+    user: ClaimsSubject,
+    scope: str,
+    customer_accounts: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """``customer_accounts``, when the caller already read them, saves the query."""
     scopes = set(scope.split())
     claims: dict[str, Any] = {"sub": user.subject}
     if "profile" in scopes:
@@ -45,5 +51,7 @@ def user_claims(db: Session, user: ClaimsSubject, scope: str) -> dict[str, Any]:
     if "phone" in scopes and user.phone:
         claims["phone_number"] = user.phone
     if "customer_accounts" in scopes:
-        claims["customer_accounts"] = customer_accounts_for(db, user.id)
+        if customer_accounts is None:
+            customer_accounts = customer_accounts_for(db, user.id)
+        claims["customer_accounts"] = customer_accounts
     return claims

@@ -210,7 +210,7 @@ class OpenIDCodeExtension(OpenIDCode):
         return claims
 
     def generate_user_info(self, user: TokenHolder, scope: str) -> dict[str, Any]:
-        return user_claims(db(), user, scope)
+        return user_claims(db(), user, scope, user.customer_accounts)
 
 
 def session_id_claim(login_session_id: int | None) -> str | None:

@@ -20,7 +20,9 @@ from typing import Any
 from sqlalchemy import bindparam, exists, insert, select, update
 from sqlalchemy.orm import Session
 
-from ..models import AuthorizationCode, LoginSession, Token, User
+from flows.binding import ACCOUNT_CLAIM_COLUMNS, account_claim
+
+from ..models import AuthorizationCode, Binding, CustomerAccount, LoginSession, Token, User
 
 codes = AuthorizationCode.__table__
 tokens = Token.__table__
@@ -39,6 +41,7 @@ class TokenHolder:
     email: str | None
     email_verified: bool
     phone: str | None
+    customer_accounts: list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +122,15 @@ _ROTATE_REFRESH_TOKEN = (
 _REFRESH_TOKEN_STATE = select(tokens.c.family_id, tokens.c.rotated_at).where(
     tokens.c.refresh_token_sha256 == bindparam("digest")
 )
-_TOKEN_HOLDER = select(*_HOLDER).where(users.c.id == bindparam("user_id"))
+# The user and their customer accounts in one statement (one row per account, or one row).
+_TOKEN_HOLDER = (
+    select(*_HOLDER, *ACCOUNT_CLAIM_COLUMNS)
+    .select_from(users)
+    .outerjoin(Binding, Binding.user_id == users.c.id)
+    .outerjoin(CustomerAccount, CustomerAccount.id == Binding.customer_account_id)
+    .where(users.c.id == bindparam("user_id"))
+    .order_by(CustomerAccount.number)
+)
 _INSERT_TOKEN = insert(tokens)
 
 
@@ -167,8 +178,12 @@ def explain_unrotated_token(db: Session, digest: str) -> str | None:
 
 
 def token_holder(db: Session, user_id: int) -> TokenHolder | None:
-    row = db.execute(_TOKEN_HOLDER, {"user_id": user_id}).first()
-    return None if row is None else TokenHolder(*row)
+    rows = db.execute(_TOKEN_HOLDER, {"user_id": user_id}).all()
+    if not rows:
+        return None
+    width = len(_HOLDER)
+    accounts = [account_claim(*row[width:]) for row in rows if row[width] is not None]
+    return TokenHolder(*rows[0][:width], customer_accounts=accounts)
 
 
 def insert_token(db: Session, values: dict[str, Any]) -> None:
