@@ -1,15 +1,21 @@
 """The append-only audit log: security events and staff actions.
 
-Records are only ever inserted, in the same transaction as the change they describe.
+Records are only ever inserted, in the same transaction as the change they describe. The
+insert is one prebuilt Core statement run at once (not an ORM object flushed later): audit
+rows are written on every login and never read back in the request, so the ORM's unit of work
+would only cost time.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from .models import AuditEvent
+
+_INSERT = insert(AuditEvent.__table__)
 
 
 def record(
@@ -24,18 +30,21 @@ def record(
     reason: str | None = None,
     outcome: str = "ok",
     **details: Any,
-) -> AuditEvent:
-    """Add one audit record to ``db``'s transaction. ``details`` carry ids, never personal data."""
-    entry = AuditEvent(
-        tenant=tenant,
-        event=event,
-        actor_type=actor_type,
-        actor_id=None if actor_id is None else str(actor_id),
-        target_user_id=target_user_id,
-        source_address=source_address,
-        reason=reason,
-        outcome=outcome,
-        details=details,
+) -> None:
+    """Write one audit record in ``db``'s transaction. ``details`` carry ids, never personal
+    data. Ids of rows made in the same transaction must be flushed first (they are: an id is
+    only known after its flush)."""
+    db.execute(
+        _INSERT,
+        {
+            "tenant": tenant,
+            "event": event,
+            "actor_type": actor_type,
+            "actor_id": None if actor_id is None else str(actor_id),
+            "target_user_id": target_user_id,
+            "source_address": source_address,
+            "reason": reason,
+            "outcome": outcome,
+            "details": details,
+        },
     )
-    db.add(entry)
-    return entry

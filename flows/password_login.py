@@ -12,8 +12,10 @@ The order of steps is the security argument:
 3. Only a right password may learn that the account is pending activation or disabled; a
    wrong one always hears "invalid".
 
-``authenticate_password`` commits its own work (the reservation, then the outcome), so the
-caller should not have uncommitted changes it might want to roll back.
+``authenticate_password`` commits the reservation before the verify, and a refusal's outcome.
+A success's bookkeeping (counter reset, audit record) is left to the caller's commit, so that
+it lands in one transaction with the login session the caller starts (one commit per login
+saved). The caller should not have uncommitted changes it might want to roll back.
 """
 
 from __future__ import annotations
@@ -128,8 +130,7 @@ def authenticate_password(
         source_address=source_address,
         method="password",
     )
-    db.commit()
-    return PasswordLoginResult("ok", user=user)
+    return PasswordLoginResult("ok", user=user)  # committed by the caller, with the session
 
 
 def _unknown_email(

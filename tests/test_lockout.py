@@ -94,11 +94,14 @@ def add_user(sessions, tenant: TenantConfig, *, status="active", password=RIGHT,
 
 
 def login(sessions, tenant, password, email=EMAIL, now=None):
+    """As the login view does: a success's bookkeeping is committed by the caller."""
     with sessions() as db:
-        return authenticate_password(
+        result = authenticate_password(
             db, tenant, email, password, source_address="192.0.2.7", hmac_key=HMAC_KEY,
             public_url=PUBLIC_URL, now=now,
         )
+        db.commit()
+        return result
 
 
 def audit_events(sessions) -> list[str]:
