@@ -97,6 +97,31 @@ def test_without_a_token_or_with_a_forged_one_the_api_answers_401(staff_app):
                       headers=bearer("forged-token")).status_code == 401
 
 
+@pytest.mark.parametrize("path", [
+    "/users/2147483648", "/users/99999999999999999999/unlock", "/staff/2147483648/enable",
+    "/users/0", "/users/not-a-number", "/users/-5/unlock",
+])
+def test_an_id_no_row_can_have_is_a_json_404_on_both_databases(both_app, path):
+    """Found by the schemathesis run: an id past INTEGER's range reached PostgreSQL (500)."""
+    scene = build_scene(both_app)
+    client = both_app.test_client()
+    headers = bearer(staff_token(both_app, scene.admin_a))
+    method = client.get if path.count("/") == 2 else client.post
+    answer = method(f"{API}{path}", headers=headers, json={"reason": "fuzz"})
+    assert answer.status_code == 404
+    assert answer.is_json and "error" in answer.json
+
+
+def test_an_audit_filter_id_out_of_range_is_400(both_app):
+    scene = build_scene(both_app)
+    client = both_app.test_client()
+    headers = bearer(staff_token(both_app, scene.admin_a))
+    for query in ("before_id=2147483648", "user_id=99999999999", "before_id=0"):
+        answer = client.get(f"{API}/audit?{query}", headers=headers)
+        assert answer.status_code == 400, query
+        assert answer.json == {"error": "invalid_filter"}
+
+
 def test_logout_ends_the_bearer_token(staff_app):
     scene = build_scene(staff_app)
     token = staff_token(staff_app, scene.agent_a)

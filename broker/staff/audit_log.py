@@ -117,9 +117,21 @@ def parse_time(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+ROW_ID_MAX = 2**31 - 1
+
+
+def parse_row_id(value: str) -> int:
+    """A row id from a query string; ValueError unless an INTEGER column can hold it (a larger
+    number would otherwise reach PostgreSQL, which refuses to compare it)."""
+    number = int(value)
+    if not 1 <= number <= ROW_ID_MAX:
+        raise ValueError("row id out of range")
+    return number
+
+
 def query_from_args(args: Any) -> AuditQuery:
     """The filter a console page or API call asks for; ValueError names nothing on bad input."""
-    user_id = int(args["user_id"]) if args.get("user_id") else None
+    user_id = parse_row_id(args["user_id"]) if args.get("user_id") else None
     return AuditQuery(
         tenant=args.get("tenant") or None,
         user_id=user_id,

@@ -25,11 +25,12 @@ def _errors(*codes: str) -> dict[str, Any]:
     return {code: ERROR_REF for code in codes}
 
 
-USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "integer"}}
-STAFF_ID = {"name": "staff_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+ROW_ID = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": ROW_ID}
+STAFF_ID = {"name": "staff_id", "in": "path", "required": True, "schema": ROW_ID}
 AUDIT_FILTERS = [
     {"name": "tenant", "in": "query", "schema": {"type": "string"}},
-    {"name": "user_id", "in": "query", "schema": {"type": "integer"}},
+    {"name": "user_id", "in": "query", "schema": ROW_ID},
     {"name": "event", "in": "query", "schema": {"type": "string"}},
     {"name": "outcome", "in": "query", "schema": {"type": "string"}},
     {"name": "since", "in": "query", "description": "ISO 8601, inclusive; UTC if no zone",
@@ -70,8 +71,10 @@ def _action_path(action: str) -> dict[str, Any]:
             "requestBody": {"required": True, "content": {JSON: {"schema": schema}}},
             "responses": {
                 "200": _ok("Done; one audit record", {"$ref": "#/components/schemas/ActionResult"}),
-                "400": _ok("No reason or malformed input; nothing done, nothing recorded",
-                           {"$ref": "#/components/schemas/ActionResult"}),
+                "400": _ok("No reason or malformed input; nothing done, nothing recorded. "
+                           "A body that is not a JSON object gets the plain Error form",
+                           {"anyOf": [{"$ref": "#/components/schemas/ActionResult"},
+                                      {"$ref": "#/components/schemas/Error"}]}),
                 "403": _ok("Not allowed for this tenant or role; the refusal is recorded",
                            {"$ref": "#/components/schemas/ActionResult"}),
                 "409": _ok("The account's state does not allow it; recorded as failed",
@@ -123,7 +126,7 @@ def openapi_document(server_url: str) -> dict[str, Any]:
             "parameters": [*AUDIT_FILTERS,
                            {"name": "limit", "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                           {"name": "before_id", "in": "query", "schema": {"type": "integer"}}],
+                           {"name": "before_id", "in": "query", "schema": ROW_ID}],
             "responses": {"200": _ok("Records"), **_errors("400", "401")},
         }},
         "/audit/export": {"get": {

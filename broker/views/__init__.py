@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
+
+from ..staff.audit_log import ROW_ID_MAX  # the largest id an INTEGER primary key holds
+
+
+class RowIdConverter(IntegerConverter):
+    """``<id:user_id>``: a positive number a primary key can hold. A larger one matches no
+    route (404) instead of reaching PostgreSQL, which would refuse it as out of range."""
+
+    def __init__(self, map, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(map, min=1, max=ROW_ID_MAX)
 
 
 def register(app: Flask) -> None:
+    app.url_map.converters["id"] = RowIdConverter
     from . import health, home, login, oidc
 
     app.register_blueprint(health.blueprint)

@@ -42,6 +42,16 @@ def _http_error(error: HTTPException):  # type: ignore[no-untyped-def]
     return _error(error.code or 500, name)
 
 
+@blueprint.app_errorhandler(404)
+@blueprint.app_errorhandler(405)
+def _unrouted(error: HTTPException):  # type: ignore[no-untyped-def]
+    """A path under the API that matches no route (an id that is not a number, say) is still
+    answered in JSON, as the document promises; elsewhere the usual page."""
+    if request.path.startswith(PREFIX + "/"):
+        return _http_error(error)
+    return error.get_response()
+
+
 @blueprint.after_request
 def _commit(response: Response) -> Response:
     session = g.get("db")
@@ -144,7 +154,7 @@ def users():  # type: ignore[no-untyped-def]
     return jsonify({"users": [search.user_json(user) for user in found]})
 
 
-@blueprint.get("/users/<int:user_id>")
+@blueprint.get("/users/<id:user_id>")
 def user(user_id: int):  # type: ignore[no-untyped-def]
     staff = _staff()
     found = db().get(User, user_id)
@@ -179,7 +189,7 @@ def _action_view(action: str):  # type: ignore[no-untyped-def]
 
 for _action in actions.ACTIONS:
     blueprint.add_url_rule(
-        f"/users/<int:user_id>/{_action.replace('_', '-')}", view_func=_action_view(_action),
+        f"/users/<id:user_id>/{_action.replace('_', '-')}", view_func=_action_view(_action),
         methods=["POST"],
     )
 
@@ -200,7 +210,8 @@ def audit():  # type: ignore[no-untyped-def]
     query = _audit_query()
     try:
         limit = max(1, min(int(request.args.get("limit", audit_log.PAGE_SIZE)), 1000))
-        before = int(request.args["before_id"]) if request.args.get("before_id") else None
+        before_id = request.args.get("before_id")
+        before = audit_log.parse_row_id(before_id) if before_id else None
     except ValueError:
         return _error(400, "invalid_filter")
     rows = audit_log.search_audit(db(), staff.tenants or [], query, limit=limit,
@@ -266,12 +277,12 @@ def _staff_change(staff_id: int, disabled: bool):  # type: ignore[no-untyped-def
     return jsonify({"staff": permissions.staff_json(result.staff)})
 
 
-@blueprint.post("/staff/<int:staff_id>/disable")
+@blueprint.post("/staff/<id:staff_id>/disable")
 def staff_disable(staff_id: int):  # type: ignore[no-untyped-def]
     return _staff_change(staff_id, True)
 
 
-@blueprint.post("/staff/<int:staff_id>/enable")
+@blueprint.post("/staff/<id:staff_id>/enable")
 def staff_enable(staff_id: int):  # type: ignore[no-untyped-def]
     return _staff_change(staff_id, False)
 

@@ -197,7 +197,7 @@ def _user_page(staff: Staff, user: User, status: int = 200, **context: Any):  # 
     )
 
 
-@blueprint.get("/users/<int:user_id>")
+@blueprint.get("/users/<id:user_id>")
 def user_page(user_id: int):  # type: ignore[no-untyped-def]
     staff = _staff()
     user = _user_or_404(user_id)
@@ -206,7 +206,7 @@ def user_page(user_id: int):  # type: ignore[no-untyped-def]
     return _user_page(staff, user)
 
 
-@blueprint.post("/users/<int:user_id>/actions/<action>")
+@blueprint.post("/users/<id:user_id>/actions/<action>")
 def user_action(user_id: int, action: str):  # type: ignore[no-untyped-def]
     staff = _staff()
     if action not in actions.ACTION_EVENTS:
@@ -287,7 +287,7 @@ def staff_create():  # type: ignore[no-untyped-def]
     return _staff_page(viewer, result.http_status, result=result)
 
 
-@blueprint.post("/staff/<int:staff_id>/<any(disable, enable):change>")
+@blueprint.post("/staff/<id:staff_id>/<any(disable, enable):change>")
 def staff_change(staff_id: int, change: str):  # type: ignore[no-untyped-def]
     viewer = _staff()
     result = actions.set_staff_disabled(

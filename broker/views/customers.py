@@ -93,7 +93,7 @@ def skip(tenant: str):  # type: ignore[no-untyped-def]
     return redirect(resume_url(flow))
 
 
-@blueprint.post("/customer-accounts/<int:account_id>/invite")
+@blueprint.post("/customer-accounts/<id:account_id>/invite")
 def invite(tenant: str, account_id: int):  # type: ignore[no-untyped-def]
     tenant_config, login, user = _require_login(tenant)
     if login is None:
@@ -109,7 +109,7 @@ def invite(tenant: str, account_id: int):  # type: ignore[no-untyped-def]
     return _page(tenant_config, user, "", notice="invited")
 
 
-@blueprint.post("/customer-accounts/<int:account_id>/remove/<int:user_id>")
+@blueprint.post("/customer-accounts/<id:account_id>/remove/<id:user_id>")
 def remove(tenant: str, account_id: int, user_id: int):  # type: ignore[no-untyped-def]
     tenant_config, login, user = _require_login(tenant)
     if login is None:
