@@ -2,16 +2,52 @@
 
 Hashers are built once per parameter set and kept; a hash made with older parameters is
 reported as needing a rehash, which the login flow does right after a successful verify.
+
+Every hash and verify runs on a small pool of threads, one per CPU this process may use. More
+would not be faster (argon2 is CPU-bound; extra threads only share the same cores), and each
+thread that has run argon2 keeps its 19 MiB buffer in its own malloc arena: hashing on all of a
+gunicorn worker's request threads held one buffer per thread (BENCHMARKS.md, memory). On the
+pool the buffers stay few and are reused warm, and a burst of logins queues for the cores
+instead of allocating a buffer per waiting request.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from .config import TenantConfig
+
+T = TypeVar("T")
+_pool_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def hashing_threads() -> int:
+    """The CPUs this process may run on (a pinned gunicorn worker: 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _on_pool(work: Callable[[], T]) -> T:
+    """Run ``work`` on this process's hashing threads (made anew after a fork: a forked
+    child inherits the pool object but none of its threads)."""
+    global _pool
+    pid = os.getpid()
+    if _pool is None or _pool[0] != pid:
+        with _pool_lock:
+            if _pool is None or _pool[0] != pid:
+                _pool = (pid, ThreadPoolExecutor(hashing_threads(), "argon2"))
+    return _pool[1].submit(work).result()
 
 
 @lru_cache(maxsize=64)
@@ -24,17 +60,22 @@ def hasher_for(tenant: TenantConfig) -> PasswordHasher:
 
 
 def hash_password(tenant: TenantConfig, password: str) -> str:
-    return hasher_for(tenant).hash(password)
+    hasher = hasher_for(tenant)
+    return _on_pool(lambda: hasher.hash(password))
 
 
 def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str) -> bool:
     """True when ``password`` matches. With no stored hash, a dummy verify keeps the time equal."""
     hasher = hasher_for(tenant)
-    try:
-        matched = hasher.verify(stored_hash or dummy_hash(tenant), password)
-        return matched and stored_hash is not None
-    except (VerificationError, InvalidHashError):
-        return False
+    reference = stored_hash or dummy_hash(tenant)
+
+    def verify() -> bool:
+        try:
+            return hasher.verify(reference, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return _on_pool(verify) and stored_hash is not None
 
 
 def needs_rehash(tenant: TenantConfig, stored_hash: str) -> bool:
@@ -43,7 +84,8 @@ def needs_rehash(tenant: TenantConfig, stored_hash: str) -> bool:
 
 @lru_cache(maxsize=64)
 def _dummy(time_cost: int, memory_kib: int, parallelism: int) -> str:
-    return _hasher(time_cost, memory_kib, parallelism).hash("no such user: equal-time verify")
+    hasher = _hasher(time_cost, memory_kib, parallelism)
+    return _on_pool(lambda: hasher.hash("no such user: equal-time verify"))
 
 
 def dummy_hash(tenant: TenantConfig) -> str:
