@@ -16,6 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import db as database
 from . import throttle
 from .config import BrokerConfig, load_config
+from .cookie_session import CachedSerializerSessionInterface
 from .logs import configure_logging
 from .models import Tenant
 from .state import BrokerState
@@ -38,6 +39,7 @@ def create_app(config: BrokerConfig | str | Path, *, migrate: bool = False) -> F
         SESSION_COOKIE_SECURE=config.public_url.startswith("https://"),
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
+    app.session_interface = CachedSerializerSessionInterface()
     if config.trusted_proxies:
         hops = config.trusted_proxies
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]

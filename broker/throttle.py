@@ -220,6 +220,22 @@ def _limits_for(
     return limits
 
 
+def _check_limits_only_in_marked_views(app: Flask, limiter: Limiter) -> None:
+    """Every limit of ours sits on a view and is checked by that view's wrapper. The extension
+    also checks default and blueprint limits before *every* request, and after it adds rate
+    headers and conditional deductions; we use none of the three (``headers_enabled=False``,
+    no ``deduct_when``), and those hooks cost a quarter of a bare request's CPU
+    (BENCHMARKS.md, token endpoint). Its teardown hook stays."""
+
+    def ours(hook: Any) -> bool:
+        bound_to = getattr(hook, "__self__", None)
+        partial_of = getattr(hook, "args", (None,))[:1]
+        return bound_to is limiter or partial_of == (limiter,)
+
+    for hooks in (app.before_request_funcs, app.after_request_funcs):
+        hooks[None] = [hook for hook in hooks.get(None, []) if not ours(hook)]
+
+
 def init_app(app: Flask, config: BrokerConfig) -> Limiter | None:
     """Build this app's limiter and wrap every view marked with ``throttled``."""
     settings = config.throttle
@@ -234,6 +250,7 @@ def init_app(app: Flask, config: BrokerConfig) -> Limiter | None:
         headers_enabled=False,  # Retry-After is set on the 429 itself
     )
     limiter.init_app(app)
+    _check_limits_only_in_marked_views(app, limiter)
     for endpoint, view in list(app.view_functions.items()):
         spec: ThrottleSpec | None = getattr(view, MARK, None)
         if spec is None:

@@ -2,7 +2,9 @@
 
 Why Core and not the ORM: a grant touches two or three rows once and never edits them again,
 so the ORM's identity map and unit of work only cost CPU (they were half of a grant's time).
-Each redemption is one ``UPDATE ... RETURNING`` that both claims the code or refresh token and
+The statements run on the session's connection directly (``db.connection().execute``),
+which skips the ORM's per-statement bookkeeping for Core statements. Each redemption is one
+``UPDATE ... RETURNING`` that both claims the code or refresh token and
 checks everything the grant depends on (client, expiry, user still active, session still live),
 so the success path is: claim, (customer accounts,) insert the new token, commit.
 
@@ -141,7 +143,7 @@ def redeem_code(
     login session not ended; the row lock makes a concurrent second redemption wait, then miss.
     (The user is read by a second statement: SQLite's RETURNING sees only the updated table.)"""
     params = {"digest": digest, "in_tenant": tenant, "for_client": client_id, "now": now}
-    row = db.execute(_REDEEM_CODE, params).first()
+    row = db.connection().execute(_REDEEM_CODE, params).first()
     if row is None:
         return None
     *code, user_id = row
@@ -152,7 +154,7 @@ def redeem_code(
 def explain_unredeemed_code(db: Session, digest: str, tenant: str, client_id: str) -> bool:
     """After a failed redemption: True when the code was this portal's and already used (a
     replay, which revokes what the code gave); False for unknown, foreign, expired or ended."""
-    row = db.execute(_CODE_STATE, {"digest": digest}).first()
+    row = db.connection().execute(_CODE_STATE, {"digest": digest}).first()
     if row is None or row.client_id != client_id or row.tenant != tenant:
         return False
     return row.used_at is not None
@@ -164,21 +166,21 @@ def rotate_refresh_token(
     """Mark the refresh token rotated if it is this portal's, live, unexpired and its user
     active; its successor is inserted in the same transaction."""
     params = {"digest": digest, "in_tenant": tenant, "for_client": client_id, "now": now}
-    row = db.execute(_ROTATE_REFRESH_TOKEN, params).first()
+    row = db.connection().execute(_ROTATE_REFRESH_TOKEN, params).first()
     return None if row is None else RotatedToken(*row)
 
 
 def explain_unrotated_token(db: Session, digest: str) -> str | None:
     """After a failed rotation: the family to revoke when the token had already been rotated
     (a replay: someone holds a copy), else None."""
-    row = db.execute(_REFRESH_TOKEN_STATE, {"digest": digest}).first()
+    row = db.connection().execute(_REFRESH_TOKEN_STATE, {"digest": digest}).first()
     if row is None or row.rotated_at is None:
         return None
     return str(row.family_id)
 
 
 def token_holder(db: Session, user_id: int) -> TokenHolder | None:
-    rows = db.execute(_TOKEN_HOLDER, {"user_id": user_id}).all()
+    rows = db.connection().execute(_TOKEN_HOLDER, {"user_id": user_id}).all()
     if not rows:
         return None
     width = len(_HOLDER)
@@ -187,7 +189,7 @@ def token_holder(db: Session, user_id: int) -> TokenHolder | None:
 
 
 def insert_token(db: Session, values: dict[str, Any]) -> None:
-    db.execute(_INSERT_TOKEN, values)
+    db.connection().execute(_INSERT_TOKEN, values)
 
 
 @dataclass(frozen=True, slots=True)
