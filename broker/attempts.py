@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, case, delete, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -64,93 +64,71 @@ class AttemptReservation:
     last_attempt: bool = False
 
 
-@dataclass(frozen=True)
 class _Counter:
-    """Where one counter lives: a row of a table and the names of its columns."""
+    """Where one counter lives (a row of a table, the names of its columns), with its four
+    statements built once: building a statement costs more CPU than running it, and a login
+    runs two of them."""
 
-    table: Table
-    row: ColumnElement[bool]
-    failures: str
-    lock_count: str
-    locked_until: str
-    stamp: str
-    stamp_on_lock_only: bool
+    def __init__(self, table: Table, id_column: str, failures: str, stamp: str, *,
+                 stamp_on_lock_only: bool) -> None:
+        self.table = table
+        self.stamp_on_lock_only = stamp_on_lock_only
+        c = table.c
+        row = c[id_column] == bindparam("row")
+        now = bindparam("now")
+        lock_expired = and_(c.locked_until.is_not(None), c.locked_until <= now)
+        taken: dict[str, Any] = {
+            # An expired lock starts a fresh allowance; growth is kept until a success.
+            failures: case((lock_expired, 1), else_=c[failures] + 1),
+            "locked_until": None,
+        }
+        if not stamp_on_lock_only:
+            taken[stamp] = now
+        self.reserve = (
+            update(table)
+            .where(row, or_(c.locked_until.is_(None), c.locked_until <= now))
+            .values(taken)
+            .returning(c[failures], c.lock_count)
+        )
+        self.lock = update(table).where(row).values(
+            {"lock_count": bindparam("lock_count"), "locked_until": bindparam("locked_until"),
+             stamp: now}
+        )
+        self.current_lock = select(c.locked_until).where(row)
+        self.reset = update(table).where(row).values(
+            {failures: 0, "lock_count": 0, "locked_until": None,
+             stamp: None if stamp_on_lock_only else now}
+        )
 
-    def column(self, name: str) -> Any:
-        return self.table.c[name]
 
-
-def _key_counter(key: str) -> _Counter:
-    return _Counter(
-        ATTEMPTS, ATTEMPTS.c.key == key, "failures", "lock_count", "locked_until",
-        "updated_at", stamp_on_lock_only=False,
-    )
-
-
-def _user_counter(user_id: int) -> _Counter:
-    return _Counter(
-        USERS, USERS.c.id == user_id, "failed_logins", "lock_count", "locked_until",
-        "locked_at", stamp_on_lock_only=True,
-    )
+KEY_COUNTER = _Counter(ATTEMPTS, "key", "failures", "updated_at", stamp_on_lock_only=False)
+USER_COUNTER = _Counter(USERS, "id", "failed_logins", "locked_at", stamp_on_lock_only=True)
 
 
 def _reserve(
-    db: Session, counter: _Counter, rule: LockoutRule, now: datetime
+    db: Session, counter: _Counter, row: Any, rule: LockoutRule, now: datetime
 ) -> AttemptReservation:
-    failures = counter.column(counter.failures)
-    locked_until = counter.column(counter.locked_until)
-    lock_count = counter.column(counter.lock_count)
-    lock_expired = and_(locked_until.is_not(None), locked_until <= now)
-    values: dict[str, Any] = {
-        # An expired lock starts a fresh allowance; growth is kept until a success.
-        counter.failures: case((lock_expired, 1), else_=failures + 1),
-        counter.locked_until: None,
-    }
-    if not counter.stamp_on_lock_only:
-        values[counter.stamp] = now
-    taken = db.execute(
-        update(counter.table)
-        .where(counter.row, or_(locked_until.is_(None), locked_until <= now))
-        .values(values)
-        .returning(failures, lock_count)
-    ).first()
+    connection = db.connection()
+    taken = connection.execute(counter.reserve, {"row": row, "now": now}).first()
     if taken is None:
-        current = db.execute(select(locked_until).where(counter.row)).scalar()
+        current = connection.execute(counter.current_lock, {"row": row}).scalar()
         return AttemptReservation(allowed=False, locked_until=current)
     count, locks = taken
     decision = decide_after_failure(rule, failures=count, lock_count=locks, now=now)
     if not decision.locked:
         return AttemptReservation(allowed=True, attempts_left=rule.max_attempts - count)
-    db.execute(
-        update(counter.table)
-        .where(counter.row)
-        .values(
-            {
-                counter.lock_count: decision.lock_count,
-                counter.locked_until: decision.locked_until,
-                counter.stamp: now,
-            }
-        )
-    )
+    connection.execute(counter.lock, {"row": row, "now": now, "lock_count": decision.lock_count,
+                                      "locked_until": decision.locked_until})
     return AttemptReservation(allowed=True, attempts_left=0, last_attempt=True)
 
 
-def _locked_until(db: Session, counter: _Counter, now: datetime) -> datetime | None:
-    current = db.execute(select(counter.column(counter.locked_until)).where(counter.row)).scalar()
+def _locked_until(db: Session, counter: _Counter, row: Any, now: datetime) -> datetime | None:
+    current = db.connection().execute(counter.current_lock, {"row": row}).scalar()
     return current if is_locked(current, now) else None
 
 
-def _reset(db: Session, counter: _Counter) -> None:
-    values: dict[str, Any] = {
-        counter.failures: 0,
-        counter.lock_count: 0,
-        counter.locked_until: None,
-    }
-    if counter.stamp_on_lock_only:
-        values[counter.stamp] = None
-    else:
-        values[counter.stamp] = utcnow()
-    db.execute(update(counter.table).where(counter.row).values(values))
+def _reset(db: Session, counter: _Counter, row: Any) -> None:
+    db.connection().execute(counter.reset, {"row": row, "now": utcnow()})
 
 
 # --- Counters for keys (TOTP, activation codes, binding proofs) --------------------------
@@ -181,12 +159,12 @@ def reserve_attempt(
     """
     now = now or utcnow()
     _ensure_row(db, key, now)
-    return _reserve(db, _key_counter(key), rule, now)
+    return _reserve(db, KEY_COUNTER, key, rule, now)
 
 
 def record_success(db: Session, key: str) -> None:
     """The reserved guess was right: the count and the lock growth start over."""
-    _reset(db, _key_counter(key))
+    _reset(db, KEY_COUNTER, key)
 
 
 def record_failure(
@@ -200,12 +178,12 @@ def record_failure(
     act once on a new lock. ``rule`` is accepted so callers state the rule they guard with.
     """
     del rule
-    return _locked_until(db, _key_counter(key), now or utcnow())
+    return _locked_until(db, KEY_COUNTER, key, now or utcnow())
 
 
 def unlock(db: Session, key: str) -> None:
     """Lift a lock (support, or a proof of ownership): the allowance and growth start over."""
-    _reset(db, _key_counter(key))
+    _reset(db, KEY_COUNTER, key)
 
 
 def purge_idle_counters(db: Session, idle_for: timedelta, now: datetime | None = None) -> int:
@@ -228,11 +206,11 @@ def reserve_login_attempt(
     db: Session, user_id: int, rule: LockoutRule, now: datetime | None = None
 ) -> AttemptReservation:
     """``reserve_attempt`` for the user's password, counted in ``users.failed_logins``."""
-    return _reserve(db, _user_counter(user_id), rule, now or utcnow())
+    return _reserve(db, USER_COUNTER, user_id, rule, now or utcnow())
 
 
 def record_login_success(db: Session, user_id: int) -> None:
-    _reset(db, _user_counter(user_id))
+    _reset(db, USER_COUNTER, user_id)
 
 
 def record_login_failure(
@@ -240,9 +218,9 @@ def record_login_failure(
 ) -> datetime | None:
     """``record_failure`` for the user's password: the lock's end, or None if not locked."""
     del rule
-    return _locked_until(db, _user_counter(user_id), now or utcnow())
+    return _locked_until(db, USER_COUNTER, user_id, now or utcnow())
 
 
 def unlock_user(db: Session, user_id: int) -> None:
     """Lift a user's password lock (unlock link or support)."""
-    _reset(db, _user_counter(user_id))
+    _reset(db, USER_COUNTER, user_id)

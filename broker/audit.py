@@ -34,7 +34,7 @@ def record(
     """Write one audit record in ``db``'s transaction. ``details`` carry ids, never personal
     data. Ids of rows made in the same transaction must be flushed first (they are: an id is
     only known after its flush)."""
-    db.execute(
+    db.connection().execute(
         _INSERT,
         {
             "tenant": tenant,

@@ -57,8 +57,9 @@ def start(
     }
     # Two Core statements instead of an ORM flush (a login's largest cost after argon2); the
     # row is then attached to ``db`` as persistent, so later edits to it are saved as usual.
-    login_id = db.execute(_INSERT_SESSION, values).scalar_one()
-    db.execute(_STAMP_LAST_LOGIN, {"user": user.id, "now": now})
+    connection = db.connection()
+    login_id = connection.execute(_INSERT_SESSION, values).scalar_one()
+    connection.execute(_STAMP_LAST_LOGIN, {"user": user.id, "now": now})
     set_committed_value(user, "last_login_at", now)
     login = LoginSession(id=login_id, revoked_at=None, **values)
     make_transient_to_detached(login)

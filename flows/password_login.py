@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from broker import audit
@@ -43,6 +43,10 @@ from broker.passwords import hash_password, needs_rehash, verify_password
 from broker.security import keyed_hmac
 
 from .unlock import send_unlock_link
+
+# Built once: building the statement cost a fifth of a login's CPU outside argon2.
+_USER_BY_EMAIL = select(User).where(User.tenant == bindparam("tenant"),
+                                    User.email == bindparam("email"))
 
 Outcome = Literal["ok", "invalid", "locked", "not_activated", "disabled"]
 
@@ -85,7 +89,7 @@ def authenticate_password(
     # No account has a NUL in its email (registration refuses one), and PostgreSQL cannot
     # even compare one: such an address is unknown, answered like any other.
     user = None if "\x00" in email else db.scalar(
-        select(User).where(User.tenant == tenant.slug, User.email == email)
+        _USER_BY_EMAIL, {"tenant": tenant.slug, "email": email}
     )
     if user is None:
         return _unknown_email(db, tenant, email, password, source_address, hmac_key, now)
