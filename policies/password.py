@@ -224,6 +224,8 @@ def shares_run_with_user_data(password: str, user_inputs: Iterable[str], run: in
 def _zxcvbn_score(password: str, user_inputs: list[str]) -> int:
     from zxcvbn import zxcvbn
 
+    if not password:
+        return 0  # zxcvbn raises IndexError on an empty string; nothing is weaker
     inputs = user_data_fragments(user_inputs)
     return int(zxcvbn(password[:ZXCVBN_MAX_INPUT], user_inputs=inputs)["score"])
 

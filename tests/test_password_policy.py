@@ -131,6 +131,12 @@ def test_es_water_strength_counts_the_users_own_data_against_them():
     assert "too_weak" in codes(ES, password, user_inputs=("Aguas Valle", "x@example.es"))
 
 
+def test_es_water_refuses_an_empty_password_as_too_short_and_too_weak_not_with_an_error():
+    """Found by tests/test_fuzz_more_forms.py: an empty password on the password-creation step
+    reached zxcvbn, which raises IndexError on an empty string (a 500)."""
+    assert {"min_length", "too_weak"} <= set(codes(ES, "", confirmation=""))
+
+
 # --- nist (seed 004 fallback): 8 characters and the blocklist ---
 
 
