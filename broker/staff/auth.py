@@ -121,7 +121,7 @@ def check_password(
 ) -> PasswordCheck:
     """First step of a staff login. Commits the attempt reservation before the slow hash."""
     address = normalise_staff_email(email)
-    key = f"staff-login:{address}"
+    key = f"staff-login:{sha256_hex(address)}"  # fixed length whatever was typed; no email kept
     reservation = reserve_attempt(db, key, LOGIN_RULE)
     db.commit()
     staff = staff_by_email(db, address)
