@@ -13,8 +13,13 @@ returns a refresh token.
 1. codes: GET /authorize with the session cookie and a fresh PKCE pair (timed too), in rounds
    small enough that every code is redeemed within its 2-minute lifetime;
 2. code grants: POST /token grant_type=authorization_code with code_verifier;
-3. refresh grants: each client thread rotates its own refresh token chain for ``--seconds``;
+3. refresh grants: each connection rotates its own refresh token chain for ``--seconds``;
 4. the floor: GET /healthz through the same worker (what any request costs);
+
+Steps 2-4 are sent by wrk (``bench/wrk_grants.lua``) when it is installed (Debian: ``apt-get
+install wrk``), else by Python client threads (``--client python``). The Python client used
+most of the other core, which PostgreSQL needs too, so the worker waited on it; wrk costs a
+few microseconds a request. /authorize always uses the Python client (it follows a cookie).
 5. the baseline, in this process on the worker's CPU: one RS256 signature with the tenant's key
    (joserfc, as the broker signs), one PostgreSQL round trip (``SELECT 1``), and one short write
    transaction (INSERT + COMMIT); ceiling = 1 / (signature + round trip).
@@ -125,8 +130,13 @@ def main() -> None:
     parser.add_argument("--round", type=int, default=500, help="codes prepared per round")
     parser.add_argument("--seconds", type=float, default=15.0, help="refresh grant phase")
     parser.add_argument("--baseline-seconds", type=float, default=3.0)
+    parser.add_argument("--client", choices=("wrk", "python"),
+                        default="wrk" if harness.WRK else "python",
+                        help="what sends the grants and /healthz (wrk when installed; /authorize "
+                             "always uses the Python client, which follows its cookie)")
     harness.add_worker_arguments(parser)
     args = parser.parse_args()
+    use_wrk = args.client == "wrk"
 
     harness.print_run_header()
     with tempfile.TemporaryDirectory() as scratch, \
@@ -166,9 +176,19 @@ def main() -> None:
                 issued.append(body["refresh_token"])
             return job
 
+        basic = "Basic " + base64.b64encode(
+            f"{harness.CLIENT_ID}:{harness.CLIENT_SECRET}".encode()).decode()
+        wrk_headers = {"Authorization": basic,
+                       "Content-Type": "application/x-www-form-urlencoded"}
+
         def code_round(count: int) -> tuple[harness.LoadResult, harness.LoadResult]:
             prepared.clear()
             codes = harness.closed_loop(server, args.threads, [authorize_job] * count)
+            if use_wrk:
+                return codes, harness.wrk_load(
+                    server, token_url, "code", [f"{c} {v}" for c, v in prepared],
+                    connections=args.threads, seconds=120, headers=wrk_headers,
+                    redirect_uri=harness.REDIRECT_URI)
             jobs = [exchange_job(code, verifier) for code, verifier in prepared]
             return codes, harness.closed_loop(server, args.threads, jobs)
 
@@ -183,11 +203,14 @@ def main() -> None:
             codes, exchanged = code_round(min(args.round, left))
             left -= min(args.round, left)
             for total, part in ((authorize, codes), (grants, exchanged)):
-                total.latencies_ms += part.latencies_ms
-                total.errors += part.errors
-                total.seconds += part.seconds
-                total.worker_cpu_seconds += part.worker_cpu_seconds
+                harness.add_round(total, part)
 
+        if use_wrk:  # the chains start from code grants of the Python client
+            issued.clear()
+            prepared.clear()
+            harness.closed_loop(server, args.threads, [authorize_job] * args.threads)
+            harness.closed_loop(server, args.threads,
+                                [exchange_job(c, v) for c, v in prepared])
         chains = issued[: args.threads]
 
         def refresh_job(index: int):  # type: ignore[no-untyped-def]
@@ -201,8 +224,13 @@ def main() -> None:
                 chains[index] = body["refresh_token"]
             return job
 
-        refreshes = harness.closed_loop(server, args.threads, make_job=refresh_job,
-                                        duration=args.seconds)
+        if use_wrk:
+            refreshes = harness.wrk_load(server, token_url, "refresh", chains,
+                                         connections=args.threads, seconds=args.seconds,
+                                         headers=wrk_headers)
+        else:
+            refreshes = harness.closed_loop(server, args.threads, make_job=refresh_job,
+                                            duration=args.seconds)
 
         def health_job(index: int):  # type: ignore[no-untyped-def]
             def job(browser: requests.Session) -> None:
@@ -210,8 +238,13 @@ def main() -> None:
                     raise RuntimeError("healthz failed")
             return job
 
-        floor = harness.closed_loop(server, args.threads, make_job=health_job,
-                                    duration=args.seconds / 2)
+        if use_wrk:
+            floor = harness.wrk_load(server, f"{server.url}/healthz", "get", [],
+                                     connections=args.threads, seconds=args.seconds / 2,
+                                     headers={})
+        else:
+            floor = harness.closed_loop(server, args.threads, make_job=health_job,
+                                        duration=args.seconds / 2)
         rss_end, rss_peak = server.worker_memory_mib()
         harness.pin_this_thread({args.cpu})
         base = baseline(server.config_path, args.baseline_seconds)
@@ -223,13 +256,14 @@ def main() -> None:
           f"write transaction {base['write_transaction']:.0f}/s")
     print(f"baseline ceiling 1/(signature + round trip) = {ceiling:.0f}/s; "
           f"1/(signature + write transaction) = {ceiling_write:.0f}/s")
-    print(f"authorize (code issued), {args.threads} client threads: {authorize.summary()}")
-    print(f"authorization_code grant (+PKCE, ID token), {args.threads} client threads: "
-          f"{grants.summary()}")
-    print(f"refresh_token grant (rotation), {args.threads} client threads: "
-          f"{refreshes.summary()}")
+    clients = (f"wrk, {args.threads} connections" if use_wrk
+               else f"{args.threads} client threads")
+    print(f"authorize (code issued), {args.threads} Python client threads: "
+          f"{authorize.summary()}")
+    print(f"authorization_code grant (+PKCE, ID token), {clients}: {grants.summary()}")
+    print(f"refresh_token grant (rotation), {clients}: {refreshes.summary()}")
     print(f"floor: GET /healthz (HTTP, gunicorn, Flask, request hooks; no database), "
-          f"{args.threads} client threads: {floor.summary()}")
+          f"{clients}: {floor.summary()}")
     for label, result in (("code grant", grants), ("refresh grant", refreshes)):
         above = 1000 / result.rate_per_cpu_second - 1000 / floor.rate_per_cpu_second
         print(f"{label}: {1000 / result.rate_per_cpu_second:.2f} ms of worker CPU per request, "
