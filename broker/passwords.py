@@ -38,9 +38,9 @@ def hashing_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _on_pool(work: Callable[[], T]) -> T:
-    """Run ``work`` on this process's hashing threads (made anew after a fork: a forked
-    child inherits the pool object but none of its threads)."""
+def on_hashing_threads(work: Callable[[], T]) -> T:
+    """Run ``work`` (an argon2 hash or verify) on this process's hashing threads, made anew
+    after a fork: a forked child inherits the pool object but none of its threads."""
     global _pool
     pid = os.getpid()
     if _pool is None or _pool[0] != pid:
@@ -61,7 +61,7 @@ def hasher_for(tenant: TenantConfig) -> PasswordHasher:
 
 def hash_password(tenant: TenantConfig, password: str) -> str:
     hasher = hasher_for(tenant)
-    return _on_pool(lambda: hasher.hash(password))
+    return on_hashing_threads(lambda: hasher.hash(password))
 
 
 def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str) -> bool:
@@ -75,7 +75,7 @@ def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str
         except (VerificationError, InvalidHashError):
             return False
 
-    return _on_pool(verify) and stored_hash is not None
+    return on_hashing_threads(verify) and stored_hash is not None
 
 
 def needs_rehash(tenant: TenantConfig, stored_hash: str) -> bool:
@@ -85,7 +85,7 @@ def needs_rehash(tenant: TenantConfig, stored_hash: str) -> bool:
 @lru_cache(maxsize=64)
 def _dummy(time_cost: int, memory_kib: int, parallelism: int) -> str:
     hasher = _hasher(time_cost, memory_kib, parallelism)
-    return _on_pool(lambda: hasher.hash("no such user: equal-time verify"))
+    return on_hashing_threads(lambda: hasher.hash("no such user: equal-time verify"))
 
 
 def dummy_hash(tenant: TenantConfig) -> str:
