@@ -8,7 +8,8 @@ Per tenant, with the periods of ``[tenants.<slug>.retention]`` and ``retention_d
   (kept that long so a replayed code or rotated refresh token is still recognised);
 - delivered messages after ``delivered_outbox_days``, undeliverable ones and audit records
   after ``retention_days``;
-- idle attempt counters (``broker.attempts.purge_idle_counters``);
+- idle attempt counters (``broker.attempts.purge_idle_counters``), and staff sessions ended
+  (expired, idle past their timeout, or logged out) longer ago than the longest grace period;
 - accounts unused for ``inactive_account_warn_days`` are warned once by email (remembered as
   an ``inactive_account_warned`` audit record) and, ``inactive_account_delete_days`` after
   their last use and no sooner than the gap between the two after the warning, erased.
@@ -56,6 +57,7 @@ from .models import (
     Invitation,
     LoginSession,
     OutboxMessage,
+    StaffSession,
     Token,
     User,
     Verification,
@@ -168,6 +170,14 @@ def _purge_shared(
         batch_size,
     )
     report.add("*", "audit_records", count)
+    ended = now - timedelta(days=max(t.retention.token_grace_days
+                                     for t in config.tenants.values()))
+    report.add("*", "staff_sessions", _delete_in_batches(
+        sessions, "*:staff_sessions", StaffSession,
+        (or_(StaffSession.expires_at < ended, StaffSession.idle_until < ended,
+             StaffSession.revoked_at < ended),),
+        batch_size,
+    ))
     idle_days = max(t.retention.attempt_counter_idle_days for t in config.tenants.values())
     with database.transaction(sessions) as db:
         _take_turns(db, "*:attempt_counters")

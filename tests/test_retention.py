@@ -22,6 +22,8 @@ from broker.models import (
     Invitation,
     LoginSession,
     OutboxMessage,
+    Staff,
+    StaffSession,
     Tenant,
     Token,
     User,
@@ -102,6 +104,16 @@ def _seed(sessions) -> dict[str, int]:  # type: ignore[no-untyped-def]
             db.add(AttemptCounter(key=f"{tag}-counter", updated_at=_ago(days + 23)))
             db.add(AuditEvent(tenant=NO, event="login", actor_type="user",
                               at=_ago(days + 358)))  # 366 and 364 days
+        staff = Staff(email="agent@fjordvarme.test", password_hash="x", roles=["support_agent"],
+                      tenants=[NO])
+        db.add(staff)
+        db.flush()
+        for tag, days, ending in (("old", 8, "expires_at"), ("old-idle", 8, "idle_until"),
+                                  ("old-out", 8, "revoked_at"), ("new", 6, "expires_at")):
+            times = {"idle_until": _ago(-1), "expires_at": _ago(-1), "revoked_at": None,
+                     ending: _ago(days)}
+            db.add(StaffSession(token_sha256=secrets.token_hex(32), staff_id=staff.id,
+                                source_address=tag, **times))
         # Within every period, whatever its age: a pending message, a live token.
         db.add(OutboxMessage(tenant=NO, channel="email", recipient="due@x.no", body_text="hi",
                              message_key=secrets.token_hex(8), created_at=_ago(400)))
@@ -134,6 +146,8 @@ def _assert_exactly_the_old_rows_went(sessions, users) -> None:  # type: ignore[
     assert _count(sessions, AttemptCounter) == 1
     assert _count(sessions, AttemptCounter, AttemptCounter.key == "new-counter") == 1
     assert _count(sessions, AuditEvent, AuditEvent.event == "login") == 1
+    assert _count(sessions, StaffSession) == 1
+    assert _count(sessions, StaffSession, StaffSession.source_address == "new") == 1
 
 
 def test_purge_removes_exactly_what_is_past_retention_and_again_nothing(database_url):
@@ -147,6 +161,7 @@ def test_purge_removes_exactly_what_is_past_retention_and_again_nothing(database
         assert report.counts[NO]["unactivated_accounts"] == 1
         assert report.counts[NO]["audit_records"] == 1
         assert report.counts["*"]["attempt_counters"] == 1
+        assert report.counts["*"]["staff_sessions"] == 3
         assert any(line.startswith(f"{NO}: verifications 1") for line in report.lines())
         # The erased registration leaves one pseudonymous record, naming nobody.
         with sessions() as db:
