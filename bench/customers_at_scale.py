@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     args = parser.parse_args()
     lookups = min(args.lookups, args.rows)
+    print(f"start: {import_customers.machine()}", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         csv_path = folder / "customers.csv"
@@ -147,6 +148,7 @@ def main() -> None:
             bench_sqlite(csv_path, folder, args.rows, lookups)
         if args.backend in ("postgresql", "both"):
             bench_postgresql(csv_path, args.rows, lookups)
+    print(f"end: {import_customers.machine()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -225,3 +225,21 @@ def test_a_failing_batch_leaves_the_earlier_batches_whole(database_url, monkeypa
     report = _load(broker, rows, batch_size=300)
     assert (report.added, report.unchanged) == (400, 600)
     broker.close()
+
+
+def test_refusals_are_listed_in_line_order_though_batches_are_written_behind(database_url):
+    """Duplicates are found when a batch is written, which happens while the next batch is
+    prepared: the report still lists every refusal by its line."""
+    broker = Broker(database_url)
+    rows = customer_rows(900)
+    rows[5]["customer_number"] = "100002"  # line 7: a duplicate of line 4, found at write
+    rows[450]["kind"] = "alien"  # line 452, the next batch: refused while preparing
+    rows[800]["customer_number"] = "100003"  # line 802: a duplicate from an earlier batch
+    report = _load(broker, rows, batch_size=300)
+    assert [(r.line, r.reason) for r in report.refusals] == [
+        (7, "duplicate in file (first on line 4)"),
+        (452, "bad kind 'alien' (use private or company)"),
+        (802, "duplicate in file (first on line 5)"),
+    ]
+    assert (report.added, report.refused) == (897, 3)
+    broker.close()
