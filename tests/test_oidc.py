@@ -6,7 +6,9 @@ import base64
 import hashlib
 import json
 import secrets
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -280,6 +282,28 @@ def test_a_replayed_code_is_refused_and_revokes_the_tokens_it_gave(broker):
                             data={"grant_type": "refresh_token",
                                   "refresh_token": first["refresh_token"]})
     assert refresh.json()["error"] == "invalid_grant"
+
+
+def test_a_code_sent_eight_times_at_once_is_redeemed_once(broker):
+    """The redemption is one atomic claim (on PostgreSQL one statement with the token holder):
+    of concurrent redemptions exactly one wins; the others are replays, refused."""
+    user = _user(broker.app)
+    verifier, challenge = _pkce()
+    code = _code(_authorize(_browser(broker.app, user), broker, code_challenge=challenge,
+                            code_challenge_method="S256"))
+    start = threading.Barrier(8)
+
+    def redeem() -> requests.Response:
+        start.wait()
+        return _exchange(broker, code, verifier)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: redeem(), range(8)))
+    assert sorted(answer.status_code for answer in answers) == [200] + [400] * 7
+    assert all(a.json()["error"] == "invalid_grant" for a in answers if a.status_code == 400)
+    with broker.app.extensions["broker"].sessions() as db:
+        issued = db.scalars(select(Token).where(Token.user_id == user.id)).all()
+    assert len(issued) == 1
 
 
 def test_a_code_cannot_be_redeemed_by_another_client(broker):

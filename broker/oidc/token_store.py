@@ -134,6 +134,17 @@ _TOKEN_HOLDER = (
     .order_by(CustomerAccount.number)
 )
 _INSERT_TOKEN = insert(tokens)
+# PostgreSQL: the redemption and the token holder in one round trip, the UPDATE ... RETURNING
+# as a data-modifying CTE joined with the user and their accounts. (SQLite has no such CTE.)
+_REDEEMED = _REDEEM_CODE.cte("redeemed")
+_REDEEM_CODE_WITH_HOLDER = (
+    select(*(_REDEEMED.c[column.name] for column in _CODE), *_HOLDER, *ACCOUNT_CLAIM_COLUMNS)
+    .select_from(_REDEEMED)
+    .join(users, users.c.id == _REDEEMED.c.user_id)
+    .outerjoin(Binding, Binding.user_id == users.c.id)
+    .outerjoin(CustomerAccount, CustomerAccount.id == Binding.customer_account_id)
+    .order_by(CustomerAccount.number)
+)
 
 
 def redeem_code(
@@ -141,9 +152,17 @@ def redeem_code(
 ) -> tuple[RedeemedCode, TokenHolder] | None:
     """Mark the code used if it is this portal's, unused, unexpired, its user active and its
     login session not ended; the row lock makes a concurrent second redemption wait, then miss.
-    (The user is read by a second statement: SQLite's RETURNING sees only the updated table.)"""
+    The user comes with it on PostgreSQL; on SQLite, whose RETURNING sees only the updated
+    table, from a second statement."""
     params = {"digest": digest, "in_tenant": tenant, "for_client": client_id, "now": now}
-    row = db.connection().execute(_REDEEM_CODE, params).first()
+    connection = db.connection()
+    if connection.dialect.name == "postgresql":
+        rows = connection.execute(_REDEEM_CODE_WITH_HOLDER, params).all()
+        if not rows:
+            return None
+        width = len(_CODE)
+        return RedeemedCode(*rows[0][:width]), _holder_of([row[width:] for row in rows])
+    row = connection.execute(_REDEEM_CODE, params).first()
     if row is None:
         return None
     *code, user_id = row
@@ -181,8 +200,11 @@ def explain_unrotated_token(db: Session, digest: str) -> str | None:
 
 def token_holder(db: Session, user_id: int) -> TokenHolder | None:
     rows = db.connection().execute(_TOKEN_HOLDER, {"user_id": user_id}).all()
-    if not rows:
-        return None
+    return _holder_of(rows) if rows else None
+
+
+def _holder_of(rows: list[Any]) -> TokenHolder:
+    """Rows of the user's columns then one customer account's (NULLs when they have none)."""
     width = len(_HOLDER)
     accounts = [account_claim(*row[width:]) for row in rows if row[width] is not None]
     return TokenHolder(*rows[0][:width], customer_accounts=accounts)
