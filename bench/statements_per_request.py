@@ -6,8 +6,8 @@ Drives the broker in-process (Flask test client) on a scratch PostgreSQL databas
 per request, every statement the engine sent (first line of each), then flags any statement
 text that ran twice in one request. Covers: a successful password login, /authorize issuing a
 code, the authorization_code grant and the refresh_token grant. Transaction control (BEGIN,
-COMMIT) and the pool's pre-ping are not statements here; they are counted separately as
-connection checkouts.
+COMMIT) are not statements here; they are counted as connection checkouts, one per
+transaction. (A pooled connection is checked with a ping only after 10 s idle, broker/db.py.)
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def main() -> None:
             action()
             repeated = [s for s, n in Counter(statements).items() if n > 1]
             print(f"{label}: {len(statements)} statements, {len(checkouts)} connection "
-                  f"checkout(s) (each a transaction and a pre-ping); repeated: "
+                  f"checkout(s) (each a transaction); repeated: "
                   f"{repeated or 'none'}")
             for statement in statements:
                 print(f"    {statement}")
