@@ -24,6 +24,20 @@ _STAMP_LAST_LOGIN = (
 )
 
 
+# Every page of a signed-in browser runs this one: built once (building costs more than running).
+_LIVE_SESSION = (
+    select(LoginSession, User)
+    .join(User, User.id == LoginSession.user_id)
+    .where(
+        LoginSession.token_sha256 == bindparam("digest"),
+        LoginSession.tenant == bindparam("tenant"),
+        LoginSession.revoked_at.is_(None),
+        LoginSession.expires_at > bindparam("now"),
+        User.status == "active",
+    )
+)
+
+
 def cookie_name(tenant: str) -> str:
     return f"bsid_{tenant}"
 
@@ -71,17 +85,8 @@ def load(db: Session, tenant: str, token: str | None) -> tuple[LoginSession, Use
     """The live session and its user for a cookie token, in one query; None when not valid."""
     if not token:
         return None
-    row = db.execute(
-        select(LoginSession, User)
-        .join(User, User.id == LoginSession.user_id)
-        .where(
-            LoginSession.token_sha256 == sha256_hex(token),
-            LoginSession.tenant == tenant,
-            LoginSession.revoked_at.is_(None),
-            LoginSession.expires_at > utcnow(),
-            User.status == "active",
-        )
-    ).first()
+    params = {"digest": sha256_hex(token), "tenant": tenant, "now": utcnow()}
+    row = db.execute(_LIVE_SESSION, params).first()
     return (row[0], row[1]) if row else None
 
 
