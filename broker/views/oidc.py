@@ -26,7 +26,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from flows.privacy import consent_due
 
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("oidc", __name__, url_prefix="/t/<tenant>")
 
 ACR_LEVELS = {"low": 1, "substantial": 2, "high": 3}
+_ANY_BINDING = select(Binding.id).where(Binding.user_id == bindparam("user_id")).limit(1)
 AUTHORIZE_FLOW_MINUTES = 30
 
 
@@ -224,8 +225,7 @@ def _binding_step_due(user: Any, resumed: Flow | None) -> bool:
         return False
     if resumed is not None and resumed.data.get("binding_skipped"):
         return False
-    has_binding = db().scalar(select(Binding.id).where(Binding.user_id == user.id).limit(1))
-    return has_binding is None
+    return db().scalar(_ANY_BINDING, {"user_id": user.id}) is None
 
 
 def _start_login(tenant: str, required_acr: str | None) -> Response:
