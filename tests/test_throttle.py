@@ -95,6 +95,24 @@ def test_the_fourth_login_from_one_address_in_a_minute_gets_a_calm_429_with_retr
     assert client.get(login, environ_base={"REMOTE_ADDR": "198.51.100.4"}).status_code == 200
 
 
+def test_limits_are_checked_in_the_throttled_views_only_not_around_every_request(make_app):
+    """The extension's per-request hooks (default limits, rate headers) are removed: we set no
+    default limits, and they cost a quarter of a bare request. The view limits still hold."""
+    application = make_app(throttle_settings(login={"per_address": "1/minute"}))
+    limiter = application.extensions["broker_throttle"]
+    hooks = [*application.before_request_funcs.get(None, []),
+             *application.after_request_funcs.get(None, [])]
+    assert not [hook for hook in hooks if getattr(hook, "__self__", None) is limiter
+                or getattr(hook, "args", (None,))[:1] == (limiter,)]
+    client = application.test_client()
+    login = f"/t/{SLUG}/login"
+    address = "198.51.100.8"
+    assert post_from(client, address, login, email="a@example.no", password="").status_code == 400
+    assert post_from(client, address, login, email="b@example.no", password="").status_code == 429
+    for _ in range(5):  # an unthrottled page is never counted
+        assert client.get("/healthz", environ_base={"REMOTE_ADDR": address}).status_code == 200
+
+
 def test_addresses_in_one_ipv6_slash_64_share_one_allowance(make_app):
     application = make_app(throttle_settings(login={"per_address": "2/minute"}))
     client = application.test_client()
