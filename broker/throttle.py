@@ -150,8 +150,11 @@ def target_key_for(target: str) -> Callable[[], str]:
 
 
 def _retry_after(limit: RequestLimit) -> int:
+    """Seconds until the limit lets this key in again: never more than its window (the
+    moving-window strategy reports whole seconds and could say 61 for a minute)."""
     try:
-        return max(1, math.ceil(limit.reset_at - time.time()))
+        wait = math.ceil(limit.reset_at - time.time())
+        return max(1, min(wait, limit.limit.get_expiry()))
     except Exception:  # noqa: BLE001 - the storage went away between hit and answer
         return 60
 

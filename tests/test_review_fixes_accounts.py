@@ -133,7 +133,8 @@ def _throttled_app(url: str, **throttle: Any):  # type: ignore[no-untyped-def]
     for tenant in tenants.values():
         tenant.update(argon2_time_cost=1, argon2_memory_kib=8192, resend_cooldown_seconds=0)
     application = create_app(make_config(url, tenants=tenants, throttle={
-        "key_prefix": "t" + secrets.token_hex(6), **throttle}))
+        "key_prefix": "t" + secrets.token_hex(6), "strategy": "moving-window",  # exact counts
+        **throttle}))
     application.config["TESTING"] = True
     return application
 
