@@ -6,7 +6,7 @@ through here, so the importer, the binding flow and the upstream logins agree on
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -18,33 +18,23 @@ from policies.binding import (
 )
 
 PURPOSE_IMPORT_ROW = "customer.import_row"
-_BLOCK_SIZE = 64  # SHA-256's, as RFC 2104 pads the key to
-_INNER_PAD = bytes(x ^ 0x36 for x in range(256))
-_OUTER_PAD = bytes(x ^ 0x5C for x in range(256))
 
 
 class KeyedDigest:
-    """``broker.security.keyed_hmac`` for one key and purpose, with the padded key and the
-    purpose hashed once: RFC 2104 HMAC-SHA-256 on copies of two prepared ``hashlib`` states.
-    An import computes seven of these per row, a million rows at a time, and this costs a
-    third of what ``hmac.digest`` does (OpenSSL sets up a fresh HMAC context per call)."""
+    """``broker.security.keyed_hmac`` for one key and purpose, with the key and the purpose
+    absorbed once: each digest copies a prepared ``hmac`` object and feeds it the value. An
+    import computes seven of these per row, a million rows at a time; a copy costs two thirds
+    of a fresh ``hmac.digest`` (which sets up a new OpenSSL HMAC context every call)."""
 
-    __slots__ = ("_inner", "_outer")
+    __slots__ = ("_prepared",)
 
     def __init__(self, hmac_key: str, purpose: str) -> None:
-        key = hmac_key.encode()
-        if len(key) > _BLOCK_SIZE:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(_BLOCK_SIZE, b"\0")
-        self._inner = hashlib.sha256(key.translate(_INNER_PAD) + purpose.encode() + b"\0")
-        self._outer = hashlib.sha256(key.translate(_OUTER_PAD))
+        self._prepared = hmac.new(hmac_key.encode(), f"{purpose}\x00".encode(), "sha256")
 
     def __call__(self, value: str) -> str:
-        inner = self._inner.copy()
-        inner.update(value.encode())
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.hexdigest()
+        digest = self._prepared.copy()
+        digest.update(value.encode())
+        return digest.hexdigest()
 
 
 @lru_cache(maxsize=32)
