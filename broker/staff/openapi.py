@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .actions import ACTION_LABELS, ACTIONS
+from .audit_log import ROW_ID_MAX
 
 JSON = "application/json"
 ERROR_REF = {"$ref": "#/components/responses/Error"}
@@ -25,7 +26,7 @@ def _errors(*codes: str) -> dict[str, Any]:
     return {code: ERROR_REF for code in codes}
 
 
-ROW_ID = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+ROW_ID = {"type": "integer", "minimum": 1, "maximum": ROW_ID_MAX}
 USER_ID = {"name": "user_id", "in": "path", "required": True, "schema": ROW_ID}
 STAFF_ID = {"name": "staff_id", "in": "path", "required": True, "schema": ROW_ID}
 AUDIT_FILTERS = [
