@@ -1,6 +1,6 @@
 """Typed SQLAlchemy 2.0 models. Every change here needs an Alembic revision in migrations/."""
 
-from .base import Base, utcnow
+from .base import ROW_ID_MAX, Base, utcnow
 from .customers import Binding, CustomerAccount, CustomerInvoice, Invitation
 from .identity import (
     AttemptCounter,
@@ -17,10 +17,12 @@ from .operations import AuditEvent, OutboxMessage, Staff, StaffSession
 
 __all__ = [
     "utcnow",
+    "ROW_ID_MAX",
     "AttemptCounter",
     "AuditEvent",
     "AuthorizationCode",
     "Base",
+    "ROW_ID_MAX",
     "Binding",
     "CustomerAccount",
     "CustomerInvoice",

@@ -17,6 +17,12 @@ NAMING = {
 }
 
 
+# The largest id an INTEGER primary key holds (PostgreSQL; SQLite's are wider but ours start
+# at 1 and never get there). An id from a URL or query beyond it is refused before any query:
+# PostgreSQL would refuse to even compare it.
+ROW_ID_MAX = 2**31 - 1
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Select, event, select
 from sqlalchemy.orm import Session
 
-from ..models import AuditEvent
+from ..models import ROW_ID_MAX, AuditEvent
 from .search import event_json, tenant_filter
 
 PAGE_SIZE = 100
@@ -115,9 +115,6 @@ def parse_time(value: str | None) -> datetime | None:
         return None
     parsed = datetime.fromisoformat(value.strip())
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-ROW_ID_MAX = 2**31 - 1
 
 
 def parse_row_id(value: str) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..models import ROW_ID_MAX
 from .actions import ACTION_LABELS, ACTIONS
-from .audit_log import ROW_ID_MAX
 
 JSON = "application/json"
 ERROR_REF = {"$ref": "#/components/responses/Error"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.routing import IntegerConverter
 
-from ..staff.audit_log import ROW_ID_MAX  # the largest id an INTEGER primary key holds
+from ..models import ROW_ID_MAX
 
 
 class RowIdConverter(IntegerConverter):
