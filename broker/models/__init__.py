@@ -22,7 +22,6 @@ __all__ = [
     "AuditEvent",
     "AuthorizationCode",
     "Base",
-    "ROW_ID_MAX",
     "Binding",
     "CustomerAccount",
     "CustomerInvoice",
