@@ -71,8 +71,6 @@ class _Counter:
 
     def __init__(self, table: Table, id_column: str, failures: str, stamp: str, *,
                  stamp_on_lock_only: bool) -> None:
-        self.table = table
-        self.stamp_on_lock_only = stamp_on_lock_only
         c = table.c
         row = c[id_column] == bindparam("row")
         now = bindparam("now")
