@@ -82,12 +82,10 @@ class _Counter:
         }
         if not stamp_on_lock_only:
             taken[stamp] = now
-        self.reserve = (
-            update(table)
-            .where(row, or_(c.locked_until.is_(None), c.locked_until <= now))
-            .values(taken)
-            .returning(c[failures], c.lock_count)
-        )
+        self._table, self._taken = table, taken
+        self._unlocked = or_(c.locked_until.is_(None), c.locked_until <= now)
+        self._counts = (c[failures], c.lock_count)
+        self.reserve = self.reserve_where(row)
         self.lock = update(table).where(row).values(
             {"lock_count": bindparam("lock_count"), "locked_until": bindparam("locked_until"),
              stamp: now}
@@ -96,6 +94,16 @@ class _Counter:
         self.reset = update(table).where(row).values(
             {failures: 0, "lock_count": 0, "locked_until": None,
              stamp: None if stamp_on_lock_only else now}
+        )
+
+    def reserve_where(self, *where: Any, returning: tuple[Any, ...] = ()) -> Any:
+        """The reservation for the row(s) ``where`` selects, returning the new count and lock
+        count first, then ``returning``; a locked row is left alone and returns nothing."""
+        return (
+            update(self._table)
+            .where(*where, self._unlocked)
+            .values(self._taken)
+            .returning(*self._counts, *returning)
         )
 
 
@@ -112,6 +120,12 @@ def _reserve(
         current = connection.execute(counter.current_lock, {"row": row}).scalar()
         return AttemptReservation(allowed=False, locked_until=current)
     count, locks = taken
+    return _decide(connection, counter, row, rule, count, locks, now)
+
+
+def _decide(connection: Any, counter: _Counter, row: Any, rule: LockoutRule, count: int,
+            locks: int, now: datetime) -> AttemptReservation:
+    """After a reservation took try number ``count``: lock now if it was the last one."""
     decision = decide_after_failure(rule, failures=count, lock_count=locks, now=now)
     if not decision.locked:
         return AttemptReservation(allowed=True, attempts_left=rule.max_attempts - count)
@@ -205,6 +219,46 @@ def reserve_login_attempt(
 ) -> AttemptReservation:
     """``reserve_attempt`` for the user's password, counted in ``users.failed_logins``."""
     return _reserve(db, USER_COUNTER, user_id, rule, now or utcnow())
+
+
+_RESERVE_LOGIN_BY_EMAIL = USER_COUNTER.reserve_where(
+    # (bind names differ from the column names: an UPDATE reserves those for its SET clause)
+    USERS.c.tenant == bindparam("in_tenant"), USERS.c.email == bindparam("by_email"),
+    returning=tuple(USERS.c),
+)
+
+
+def reserve_login_attempt_by_email(
+    db: Session, tenant: str, email: str, rule: LockoutRule, now: datetime | None = None
+) -> tuple[Any, AttemptReservation] | None:
+    """Find the user by email and take one attempt from their password counter, in one
+    statement: ``(users row, reservation)``. None when no unlocked account has this email
+    (unknown, or locked: ``user_lock_by_email`` tells which)."""
+    now = now or utcnow()
+    connection = db.connection()
+    taken = connection.execute(
+        _RESERVE_LOGIN_BY_EMAIL, {"in_tenant": tenant, "by_email": email, "now": now}
+    ).first()
+    if taken is None:
+        return None
+    count, locks, *columns = taken
+    user = dict(zip(USERS.c.keys(), columns, strict=True))
+    reservation = _decide(connection, USER_COUNTER, user["id"], rule, count, locks, now)
+    return user, reservation
+
+
+_USER_LOCK_BY_EMAIL = select(USERS.c.id, USERS.c.locked_until).where(
+    USERS.c.tenant == bindparam("tenant"), USERS.c.email == bindparam("email")
+)
+
+
+def user_lock_by_email(db: Session, tenant: str, email: str) -> tuple[int, datetime] | None:
+    """After ``reserve_login_attempt_by_email`` found nothing: ``(user id, locked_until)`` of a
+    locked account with this email, or None when there is no such account."""
+    row = db.connection().execute(
+        _USER_LOCK_BY_EMAIL, {"tenant": tenant, "email": email}
+    ).first()
+    return None if row is None else (row.id, row.locked_until)
 
 
 def record_login_success(db: Session, user_id: int) -> None:
