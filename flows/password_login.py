@@ -44,7 +44,6 @@ from broker.security import keyed_hmac
 
 from .unlock import send_unlock_link
 
-
 Outcome = Literal["ok", "invalid", "locked", "not_activated", "disabled"]
 
 
