@@ -92,7 +92,7 @@ class LockoutConfig(_Strict):
 
 
 def _rate_limits(value: str | None) -> str | None:
-    """Refuse a limit string Flask-Limiter would not understand, naming the key."""
+    """Refuse a limit string the limits library would not parse, naming the key."""
     if value is None:
         return None
     from limits import parse_many

@@ -1,4 +1,4 @@
-"""Throttles in front of every form where a secret or a target can be guessed (Flask-Limiter).
+"""Throttles in front of every form where a secret or a target can be guessed (``limits``).
 
 The attempt counters in ``broker.attempts`` are exact and lock one secret after N wrong guesses.
 Throttles sit before them and bound the *rate*: per source address (one address spraying many
@@ -9,17 +9,19 @@ in with one line under its route::
     @throttled("login", target=EMAIL)
     def login_submit(tenant): ...
 
-``init_app`` builds one Flask-Limiter per app from ``config.throttle`` and wraps the marked views
-with its limits; storage is in memory per process, or Redis shared by every process when
-``config.redis_url`` is set (if Redis stops answering, each process falls back to memory rather
-than refusing logins). Keys are keyed HMACs, so Redis never holds an email, a phone number or
-an address. A throttled request gets a calm 429 page that is the same for registered and
-unknown targets, a ``Retry-After`` header, and one ``throttled`` audit record per key and minute
-(so a flood cannot turn into a flood of audit rows).
+``init_app`` builds one ``Throttle`` per app from ``config.throttle`` and wraps the marked views
+with its limits; counters (``broker.rate_counters``) are in memory per process, or in Redis
+shared by every process when ``config.redis_url`` is set (if Redis stops answering, each
+process falls back to memory rather than refusing logins). Keys are keyed HMACs, so Redis
+never holds an email, a phone number or an address. A throttled request gets a calm 429 page
+that is the same for registered and unknown targets, a ``Retry-After`` header, and one
+``throttled`` audit record per key and minute (so a flood cannot turn into a flood of audit
+rows).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import math
@@ -29,13 +31,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import Flask, current_app, jsonify, render_template, request
-from flask_limiter import Limiter, RequestLimit
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItem, RateLimitItemPerMinute, parse_many
 
 from . import audit
 from . import db as database
 from .config import BrokerConfig, ThrottleConfig
 from .customers.contact import InvalidPhone, normalise_email, normalise_phone
+from .rate_counters import RateCounters
 from .security import keyed_hmac
 from .state import current
 
@@ -146,24 +148,48 @@ def target_key_for(target: str) -> Callable[[], str]:
     return key
 
 
-# --- The throttled answer ------------------------------------------------------------------
+# --- The throttled answer ---------------------------------------------------------------------
 
 
-def _retry_after(limit: RequestLimit) -> int:
-    """Seconds until the limit lets this key in again: never more than its window (the
-    moving-window strategy reports whole seconds and could say 61 for a minute)."""
-    try:
-        wait = math.ceil(limit.reset_at - time.time())
-        return max(1, min(wait, limit.limit.get_expiry()))
-    except Exception:  # noqa: BLE001 - the storage went away between hit and answer
-        return 60
+@dataclass(frozen=True)
+class Limit:
+    """One limit on one view: what it allows, what it counts, and how to name the counter."""
+
+    item: RateLimitItem
+    counted: str
+    key: Callable[[], str]
+    scope: str  # "<endpoint>:<counted>", the counter's last name part
+
+    def identifiers(self, prefix: str) -> tuple[str, str, str]:
+        return prefix, self.key(), self.scope
 
 
-def _on_breach(limiter: Limiter, spec: ThrottleSpec, counted: str) -> Callable[..., Any]:
-    def answer(limit: RequestLimit) -> Any:
-        retry_after = _retry_after(limit)
-        key = limit.request_args[-2]  # [prefix,] key, scope
-        _audit_once(limiter, spec, counted, key, str(limit.limit))
+class Throttle:
+    """This app's limits per view, counted in ``RateCounters``."""
+
+    def __init__(self, settings: ThrottleConfig, redis_url: str | None) -> None:
+        self.prefix = settings.key_prefix
+        self.counters = RateCounters(redis_url or "memory://", settings.strategy,
+                                     fall_back_to_memory=bool(redis_url))
+
+    def guard(self, view: Callable[..., Any], spec: ThrottleSpec,
+              limits: list[Limit]) -> Callable[..., Any]:
+        """``view`` behind ``limits``: the first limit a request breaks answers it (429)."""
+
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if request.method in spec.methods:
+                for limit in limits:
+                    identifiers = limit.identifiers(self.prefix)
+                    if not self.counters.hit(limit.item, *identifiers):
+                        return self._refuse(spec, limit, identifiers)
+            return view(*args, **kwargs)
+
+        return guarded
+
+    def _refuse(self, spec: ThrottleSpec, limit: Limit, identifiers: tuple[str, ...]) -> Any:
+        retry_after = self._retry_after(limit, identifiers)
+        self._audit_once(spec, limit, identifiers[1])
         if spec.form == "oidc":
             response = jsonify(error="temporarily_unavailable",
                                error_description="Too many requests; retry later.")
@@ -178,92 +204,66 @@ def _on_breach(limiter: Limiter, spec: ThrottleSpec, counted: str) -> Callable[.
         response.headers["Retry-After"] = str(retry_after)
         return response
 
-    return answer
+    def _retry_after(self, limit: Limit, identifiers: tuple[str, ...]) -> int:
+        """Seconds until the limit lets this key in again: never more than its window (the
+        moving-window strategy reports whole seconds and could say 61 for a minute)."""
+        try:
+            wait = math.ceil(self.counters.reset_at(limit.item, *identifiers) - time.time())
+            return max(1, min(wait, limit.item.get_expiry()))
+        except Exception:  # noqa: BLE001 - the storage went away between hit and answer
+            return 60
 
-
-def _audit_once(limiter: Limiter, spec: ThrottleSpec, counted: str, key: str,
-                limit: str) -> None:
-    """One ``throttled`` record per key, form and minute; never fails the answer."""
-    try:
-        prefix = current().config.throttle.key_prefix
-        if not limiter.limiter.hit(AUDIT_ONCE_PER, prefix, "audited", key, spec.form):
-            return
-        tenant_slug = _tenant_slug()
-        with database.transaction(current().sessions) as db:
-            audit.record(
-                db, "throttled",
-                tenant=tenant_slug if current().tenant(tenant_slug) else None,
-                actor_type="anonymous",
-                source_address=request.remote_addr,
-                reason=f"{spec.form} per {counted}",
-                outcome="refused",
-                form=spec.form, counted=counted, limit=limit, key=key,
-                endpoint=request.endpoint,
-            )
-    except Exception:  # noqa: BLE001 - the 429 matters more than its audit record
-        log.exception("throttled request not audited")
+    def _audit_once(self, spec: ThrottleSpec, limit: Limit, key: str) -> None:
+        """One ``throttled`` record per key, form and minute; never fails the answer."""
+        try:
+            if not self.counters.hit(AUDIT_ONCE_PER, self.prefix, "audited", key, spec.form):
+                return
+            tenant_slug = _tenant_slug()
+            with database.transaction(current().sessions) as db:
+                audit.record(
+                    db, "throttled",
+                    tenant=tenant_slug if current().tenant(tenant_slug) else None,
+                    actor_type="anonymous",
+                    source_address=request.remote_addr,
+                    reason=f"{spec.form} per {limit.counted}",
+                    outcome="refused",
+                    form=spec.form, counted=limit.counted, limit=str(limit.item), key=key,
+                    endpoint=request.endpoint,
+                )
+        except Exception:  # noqa: BLE001 - the 429 matters more than its audit record
+            log.exception("throttled request not audited")
 
 
 # --- Setting up ------------------------------------------------------------------------------
 
 
-def _limits_for(
-    spec: ThrottleSpec, config: ThrottleConfig
-) -> list[tuple[str, str, Callable[[], str]]]:
-    """(limit string, what it counts, key function) for each limit the config turns on."""
+def _limits_for(endpoint: str, spec: ThrottleSpec, config: ThrottleConfig) -> list[Limit]:
+    """The limits the config turns on for a view, each limit string's items in order."""
     if spec.form == "oidc":
         per_client = config.oidc.per_client
-        return [(per_client, CLIENT, target_key_for(CLIENT))] if per_client else []
-    section = getattr(config, spec.form)
-    limits = []
-    if section.per_address:
-        limits.append((section.per_address, "address", address_key))
-    if section.per_target and spec.target:
-        limits.append((section.per_target, spec.target, target_key_for(spec.target)))
-    return limits
+        wanted = [(per_client, CLIENT, target_key_for(CLIENT))] if per_client else []
+    else:
+        section = getattr(config, spec.form)
+        wanted = []
+        if section.per_address:
+            wanted.append((section.per_address, "address", address_key))
+        if section.per_target and spec.target:
+            wanted.append((section.per_target, spec.target, target_key_for(spec.target)))
+    return [Limit(item, counted, key, f"{endpoint}:{counted}")
+            for text, counted, key in wanted for item in parse_many(text)]
 
 
-def _check_limits_only_in_marked_views(app: Flask, limiter: Limiter) -> None:
-    """Every limit of ours sits on a view and is checked by that view's wrapper. The extension
-    also checks default and blueprint limits before *every* request, and after it adds rate
-    headers and conditional deductions; we use none of the three (``headers_enabled=False``,
-    no ``deduct_when``), and those hooks cost a quarter of a bare request's CPU
-    (BENCHMARKS.md, token endpoint). Its teardown hook stays."""
-
-    def ours(hook: Any) -> bool:
-        bound_to = getattr(hook, "__self__", None)
-        partial_of = getattr(hook, "args", (None,))[:1]
-        return bound_to is limiter or partial_of == (limiter,)
-
-    for hooks in (app.before_request_funcs, app.after_request_funcs):
-        hooks[None] = [hook for hook in hooks.get(None, []) if not ours(hook)]
-
-
-def init_app(app: Flask, config: BrokerConfig) -> Limiter | None:
-    """Build this app's limiter and wrap every view marked with ``throttled``."""
+def init_app(app: Flask, config: BrokerConfig) -> Throttle | None:
+    """Build this app's throttle and wrap every view marked with ``throttled``."""
     settings = config.throttle
     if not settings.enabled:
         return None
-    limiter = Limiter(
-        key_func=address_key,
-        storage_uri=config.redis_url or "memory://",
-        strategy=settings.strategy,
-        key_prefix=settings.key_prefix,
-        in_memory_fallback_enabled=bool(config.redis_url),
-        headers_enabled=False,  # Retry-After is set on the 429 itself
-    )
-    limiter.init_app(app)
-    _check_limits_only_in_marked_views(app, limiter)
+    throttle = Throttle(settings, config.redis_url)
     for endpoint, view in list(app.view_functions.items()):
         spec: ThrottleSpec | None = getattr(view, MARK, None)
-        if spec is None:
-            continue
-        wrapped = view
-        for limit, counted, key_func in _limits_for(spec, settings):
-            wrapped = limiter.limit(
-                limit, key_func=key_func, scope=counted, methods=list(spec.methods),
-                on_breach=_on_breach(limiter, spec, counted),
-            )(wrapped)
-        app.view_functions[endpoint] = wrapped
-    app.extensions[EXTENSION] = limiter
-    return limiter
+        if spec is not None:
+            limits = _limits_for(endpoint, spec, settings)
+            if limits:
+                app.view_functions[endpoint] = throttle.guard(view, spec, limits)
+    app.extensions[EXTENSION] = throttle
+    return throttle

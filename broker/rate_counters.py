@@ -1,0 +1,82 @@
+"""Rate counters for the throttles: the ``limits`` library's strategies on Redis or in memory.
+
+Redis is shared by every broker process; without ``redis_url`` each process counts in its own
+memory. When Redis stops answering, counting goes on in this process's memory rather than
+refusing logins, and Redis is tried again after 1, 2, 4 ... up to 64 seconds; its counters are
+used again as soon as it answers.
+
+Why not Flask-Limiter (which the broker used before): its per-view wrapper resolves default,
+blueprint, meta and dynamic limits, exemptions and header bookkeeping on every request, none
+of which the broker uses, at about a tenth of a password login's CPU outside argon2
+(BENCHMARKS.md). The counting itself was always ``limits``' and still is, under the same keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from limits import RateLimitItem
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import STRATEGIES, RateLimiter
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_SECONDS = 64.0
+
+
+class RateCounters:
+    """``hit`` and ``reset_at`` on the primary storage, or on memory while it is unreachable."""
+
+    def __init__(self, storage_uri: str, strategy: str, *, fall_back_to_memory: bool,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown rate limit strategy {strategy!r}")
+        self._primary: RateLimiter = STRATEGIES[strategy](storage_from_string(storage_uri))
+        self._fallback: RateLimiter | None = (
+            STRATEGIES[strategy](MemoryStorage()) if fall_back_to_memory else None
+        )
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._primary_down_until = 0.0  # monotonic time of the next attempt at the primary
+        self._retry_seconds = 1.0
+
+    def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
+        """Count one request; False when it is over the limit."""
+        return bool(self._call("hit", item, *identifiers))
+
+    def reset_at(self, item: RateLimitItem, *identifiers: str) -> float:
+        """The epoch second at which the window of ``identifiers`` lets one request in again."""
+        return float(self._call("get_window_stats", item, *identifiers).reset_time)
+
+    def clear(self, item: RateLimitItem, *identifiers: str) -> None:
+        self._call("clear", item, *identifiers)
+
+    def _call(self, method: str, item: RateLimitItem, *identifiers: str):  # type: ignore[no-untyped-def]
+        if self._fallback is None:
+            return getattr(self._primary, method)(item, *identifiers)
+        if self._clock() >= self._primary_down_until:
+            try:
+                answer = getattr(self._primary, method)(item, *identifiers)
+            except Exception:  # noqa: BLE001 - any storage failure: count in memory meanwhile
+                self._primary_failed()
+            else:
+                self._primary_answered()
+                return answer
+        return getattr(self._fallback, method)(item, *identifiers)
+
+    def _primary_failed(self) -> None:
+        with self._lock:
+            if self._primary_down_until == 0.0:
+                log.warning("rate limit storage unreachable: counting in memory meanwhile")
+            self._primary_down_until = self._clock() + self._retry_seconds
+            self._retry_seconds = min(self._retry_seconds * 2, MAX_RETRY_SECONDS)
+
+    def _primary_answered(self) -> None:
+        if self._primary_down_until:
+            with self._lock:
+                if self._primary_down_until:
+                    log.info("rate limit storage answers again")
+                self._primary_down_until, self._retry_seconds = 0.0, 1.0

@@ -1,0 +1,81 @@
+"""The throttles' counters: Redis shared, memory while Redis is away, Redis again once it answers.
+
+Redis is real (127.0.0.1:6379, required with CI=true); "Redis away" is a port nothing listens on
+and then the real server again, by swapping the counters' primary strategy for one on a dead
+address and back.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import pytest
+from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from broker import rate_counters
+from broker.rate_counters import RateCounters
+
+from .test_throttle import (
+    REDIS_URL,
+    redis_server,  # noqa: F401 - the fixture, with its CI rule
+)
+
+TWO_A_MINUTE = parse("2/minute")
+
+
+def fresh_key() -> tuple[str, str, str]:
+    return "test" + secrets.token_hex(4), "addr:" + secrets.token_hex(8), "login:address"
+
+
+def test_in_memory_counters_allow_the_limit_then_refuse_and_say_when_it_reopens():
+    counters = RateCounters("memory://", "moving-window", fall_back_to_memory=False)
+    key = fresh_key()
+    assert [counters.hit(TWO_A_MINUTE, *key) for _ in range(3)] == [True, True, False]
+    assert time.time() < counters.reset_at(TWO_A_MINUTE, *key) <= time.time() + 61
+    assert counters.hit(TWO_A_MINUTE, *fresh_key())  # another key has its own allowance
+
+
+def test_two_processes_share_counts_through_redis(redis_server):  # noqa: F811
+    first = RateCounters(REDIS_URL, "moving-window", fall_back_to_memory=True)
+    second = RateCounters(REDIS_URL, "moving-window", fall_back_to_memory=True)
+    key = fresh_key()
+    try:
+        assert first.hit(TWO_A_MINUTE, *key)
+        assert second.hit(TWO_A_MINUTE, *key)
+        assert not first.hit(TWO_A_MINUTE, *key)
+        assert not second.hit(TWO_A_MINUTE, *key)
+    finally:
+        first.clear(TWO_A_MINUTE, *key)
+
+
+def test_while_redis_is_away_counting_goes_on_in_memory_and_returns_to_redis(
+    redis_server,  # noqa: F811
+):
+    clock = [1000.0]
+    counters = RateCounters(REDIS_URL, "moving-window", fall_back_to_memory=True,
+                            clock=lambda: clock[0])
+    live_primary = counters._primary
+    dead = MovingWindowRateLimiter(storage_from_string("redis://127.0.0.1:9/0"))
+    key = fresh_key()
+    try:
+        counters._primary = dead
+        # Redis away: nothing is refused for it, and the limit still holds (in memory).
+        assert [counters.hit(TWO_A_MINUTE, *key) for _ in range(3)] == [True, True, False]
+        assert redis_server.keys(f"*{key[1]}*") == []
+
+        # Redis back: within the retry interval memory still counts; after it, Redis does.
+        counters._primary = live_primary
+        assert not counters.hit(TWO_A_MINUTE, *key)  # memory: the third hit was refused
+        clock[0] += rate_counters.MAX_RETRY_SECONDS + 1
+        assert counters.hit(TWO_A_MINUTE, *key)  # Redis: a fresh count for this key
+        assert redis_server.keys(f"*{key[1]}*") != []
+    finally:
+        live_primary.clear(TWO_A_MINUTE, *key)
+
+
+def test_an_unknown_strategy_is_named():
+    with pytest.raises(ValueError, match="unknown rate limit strategy 'fastest'"):
+        RateCounters("memory://", "fastest", fall_back_to_memory=False)
