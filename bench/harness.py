@@ -148,13 +148,16 @@ class BrokerServer:
 
 @contextmanager
 def broker_serve(folder: Path, database_url: str, cpu: int = 0,
-                 extra_env: dict[str, str] | None = None) -> Iterator[BrokerServer]:
-    """Migrate, then start ``broker serve`` with one worker pinned to ``cpu``."""
+                 extra_env: dict[str, str] | None = None,
+                 code_root: Path = ROOT) -> Iterator[BrokerServer]:
+    """Migrate, then start ``broker serve`` with one worker pinned to ``cpu``. ``code_root``:
+    the checkout whose code it runs (another one, e.g. a ``git worktree`` of an older commit,
+    to compare two versions side by side)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     config_path = folder / "broker.toml"
     write_config(config_path, database_url, url)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(extra_env or {})}
+    env = {**os.environ, "PYTHONPATH": str(code_root), **(extra_env or {})}
     subprocess.run([BROKER, "db", "upgrade", "--config", str(config_path)], check=True,
                    env=env, stdout=subprocess.DEVNULL)
     log = (folder / "broker.log").open("wb")

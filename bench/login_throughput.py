@@ -2,6 +2,7 @@
 the physical limit measured in the same run, the raw argon2id verify rate.
 
     .venv/bin/python bench/login_throughput.py [--threads 4] [--seconds 20] [--cpu 0]
+        [--against DIR]   # DIR: another checkout, e.g. git worktree add /tmp/before <commit>
 
 What runs: a scratch PostgreSQL database; ``broker serve`` (gunicorn, one worker, pinned to
 ``--cpu``) with one tenant on the default argon2id parameters and CSRF off; one user per client
@@ -17,11 +18,17 @@ thread (a user's logins are serialised by its attempt counter, as they should be
 The ratio logins / argon2 verifies is given per round (against the raw rates right before and
 after it: this machine's speed drifts within a minute) and as the median of the rounds, per
 wall-clock second on the pinned core and per CPU-second the worker actually used.
+
+``--against DIR`` starts a second broker from the code in DIR (same schema; its own scratch
+database), pinned to the same CPU, and runs each round on both, in turns whose order alternates;
+the difference of the two ratios is given per round and as the median. Two versions measured
+in one run, a few seconds apart, is the only comparison this shared machine's drift allows.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import secrets
 import statistics
 import sys
@@ -76,72 +83,106 @@ def main() -> None:
     parser.add_argument("--raw-seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=4,
                         help="login rounds, each between two raw argon2 measurements")
+    parser.add_argument("--against", type=Path, default=None, metavar="DIR",
+                        help="also run the broker of another checkout, round by round")
     harness.add_worker_arguments(parser)
     args = parser.parse_args()
 
     harness.print_run_header()
-    with tempfile.TemporaryDirectory() as scratch, \
-            harness.scratch_postgres("broker_bench_login") as url, \
-            harness.broker_serve(Path(scratch), url, cpu=args.cpu,
-                                 extra_env=harness.malloc_env(args.malloc_mmap_threshold)) \
-            as server:
-        emails, stored = seed_users(server.config_path, args.threads)
-        tenant = load_config(server.config_path).tenants[harness.TENANT]
+    versions = {"this": harness.ROOT}
+    if args.against is not None:
+        versions["against"] = args.against.resolve()
+    with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as stack:
+        servers = {}
+        for name, root in versions.items():
+            folder = Path(scratch) / name
+            folder.mkdir()
+            url = stack.enter_context(harness.scratch_postgres(f"broker_bench_login_{name}"))
+            servers[name] = stack.enter_context(harness.broker_serve(
+                folder, url, cpu=args.cpu, code_root=root,
+                extra_env=harness.malloc_env(args.malloc_mmap_threshold)))
+        if len(servers) > 1:
+            print("versions: " + ", ".join(f"{name} = {root}" for name, root in versions.items()))
+        emails: dict[str, list[str]] = {}
+        stored = ""
+        for name, server in servers.items():
+            emails[name], stored = seed_users(server.config_path, args.threads)
+        tenant = load_config(servers["this"].config_path).tenants[harness.TENANT]
         print(f"tenant argon2id: time_cost={tenant.argon2_time_cost} "
               f"memory_kib={tenant.argon2_memory_kib} parallelism={tenant.argon2_parallelism}")
-        login_url = f"{server.issuer()}/login"
 
-        def login_job(index: int):  # type: ignore[no-untyped-def]
-            def job(browser: requests.Session) -> None:
-                browser.cookies.clear()
-                answer = browser.post(login_url, data={"email": emails[index],
-                                                       "password": PASSWORD},
-                                      allow_redirects=False, timeout=30)
-                if answer.status_code != 302 or "bsid_" not in answer.headers.get(
-                        "Set-Cookie", ""):
-                    raise RuntimeError(f"login answered {answer.status_code}")
-            return job
+        def login_job_for(name: str):  # type: ignore[no-untyped-def]
+            login_url = f"{servers[name].issuer()}/login"
+
+            def login_job(index: int):  # type: ignore[no-untyped-def]
+                def job(browser: requests.Session) -> None:
+                    browser.cookies.clear()
+                    answer = browser.post(login_url, data={"email": emails[name][index],
+                                                           "password": PASSWORD},
+                                          allow_redirects=False, timeout=30)
+                    if answer.status_code != 302 or "bsid_" not in answer.headers.get(
+                            "Set-Cookie", ""):
+                        raise RuntimeError(f"login answered {answer.status_code}")
+                return job
+            return login_job
 
         harness.pin_this_thread(harness.other_cpus(args.cpu))
-        warm = harness.closed_loop(server, args.threads, make_job=login_job, duration=3)
-        rss_warm, _ = server.worker_memory_mib()
-        print(f"warm-up: {warm.summary()}")
+        rss_warm = {}
+        for name, server in servers.items():
+            warm = harness.closed_loop(server, args.threads, make_job=login_job_for(name),
+                                       duration=3)
+            rss_warm[name] = server.worker_memory_mib()[0]
+            print(f"warm-up ({name}): {warm.summary()}")
 
         raws = []
-        rounds: list[harness.LoadResult] = []
-        for _ in range(args.rounds):
+        rounds: dict[str, list[harness.LoadResult]] = {name: [] for name in servers}
+        for number in range(args.rounds):
             harness.pin_this_thread({args.cpu})
             raws.append(raw_argon2_rate(stored, tenant, args.raw_seconds))
             harness.pin_this_thread(harness.other_cpus(args.cpu))
-            rounds.append(harness.closed_loop(server, args.threads, make_job=login_job,
-                                              duration=args.seconds / args.rounds))
+            order = list(servers) if number % 2 == 0 else list(reversed(servers))
+            for name in order:
+                rounds[name].append(harness.closed_loop(
+                    servers[name], args.threads, make_job=login_job_for(name),
+                    duration=args.seconds / args.rounds))
         harness.pin_this_thread({args.cpu})
         raws.append(raw_argon2_rate(stored, tenant, args.raw_seconds))
-        rss_end, rss_peak = server.worker_memory_mib()
+        rss_end = {name: server.worker_memory_mib() for name, server in servers.items()}
 
     print(f"raw argon2id verify, 1 thread on CPU {args.cpu}, between the rounds: "
           + ", ".join(f"{wall:.1f}/s ({cpu:.1f} per CPU-s)" for wall, cpu in raws))
-    wall_ratios, cpu_ratios = [], []
-    for index, part in enumerate(rounds):
-        # Each round against the raw rate measured right before and right after it: this
-        # machine's speed drifts by more than the effect we measure.
-        raw_wall = (raws[index][0] + raws[index + 1][0]) / 2
-        raw_cpu = (raws[index][1] + raws[index + 1][1]) / 2
-        wall_ratios.append(part.rate / raw_wall)
-        cpu_ratios.append(part.rate_per_cpu_second / raw_cpu)
-        print(f"round {index + 1}: HTTP password logins, 1 worker on CPU {args.cpu}, "
-              f"{args.threads} client threads: {part.summary()}; ratio wall "
-              f"{wall_ratios[-1]:.3f}, per CPU-second {cpu_ratios[-1]:.3f}")
-    run = harness.LoadResult()
-    for part in rounds:
-        harness.add_round(run, part)
-    print(f"all rounds: {run.summary()}")
-    print(f"ratio logins/s : argon2 verifies/s (wall, pinned core), median of the rounds = "
-          f"{statistics.median(wall_ratios):.3f}")
-    print(f"ratio per CPU-second of the worker, median of the rounds = "
-          f"{statistics.median(cpu_ratios):.3f}  (target >= 0.9)")
-    print(f"worker RSS: {rss_warm:.0f} MiB after warm-up, {rss_end:.0f} MiB after the run, "
-          f"peak {rss_peak:.0f} MiB  (target <= 150 MB)")
+    ratios: dict[str, tuple[list[float], list[float]]] = {}
+    for name, parts in rounds.items():
+        wall_ratios, cpu_ratios = [], []
+        for index, part in enumerate(parts):
+            # Each round against the raw rate measured right before and right after it: this
+            # machine's speed drifts by more than the effect we measure.
+            raw_wall = (raws[index][0] + raws[index + 1][0]) / 2
+            raw_cpu = (raws[index][1] + raws[index + 1][1]) / 2
+            wall_ratios.append(part.rate / raw_wall)
+            cpu_ratios.append(part.rate_per_cpu_second / raw_cpu)
+            print(f"round {index + 1} ({name}): HTTP password logins, 1 worker on CPU "
+                  f"{args.cpu}, {args.threads} client threads: {part.summary()}; ratio wall "
+                  f"{wall_ratios[-1]:.3f}, per CPU-second {cpu_ratios[-1]:.3f}")
+        ratios[name] = (wall_ratios, cpu_ratios)
+        run = harness.LoadResult()
+        for part in parts:
+            harness.add_round(run, part)
+        print(f"all rounds ({name}): {run.summary()}")
+        print(f"ratio logins/s : argon2 verifies/s (wall, pinned core), median of the rounds "
+              f"({name}) = {statistics.median(wall_ratios):.3f}")
+        print(f"ratio per CPU-second of the worker, median of the rounds ({name}) = "
+              f"{statistics.median(cpu_ratios):.3f}  (target >= 0.9)")
+        end, peak = rss_end[name]
+        print(f"worker RSS ({name}): {rss_warm[name]:.0f} MiB after warm-up, {end:.0f} MiB "
+              f"after the run, peak {peak:.0f} MiB  (target <= 150 MB)")
+    if "against" in ratios:
+        for kind, which in (("wall", 0), ("per CPU-second", 1)):
+            differences = [this - against for this, against
+                           in zip(ratios["this"][which], ratios["against"][which], strict=True)]
+            print(f"this - against, ratio {kind}, per round: "
+                  + ", ".join(f"{d:+.3f}" for d in differences)
+                  + f"; median {statistics.median(differences):+.3f}")
     print(f"machine after: {harness.machine()}")
 
 
