@@ -137,8 +137,9 @@ def authenticate_password(
 
 
 def _attached_user(db: Session, row: Any) -> User:
-    """The ``User`` for a users row the reservation returned, attached to ``db`` as if loaded
-    (no second query: the ORM load cost more CPU than the statement)."""
+    """The ``User`` for the columns the reservation returned, attached to ``db`` as if loaded
+    (no second query: the ORM load cost more CPU than the statement). Columns not returned
+    are expired: the ORM loads them on first use."""
     user = User(**row)
     make_transient_to_detached(user)
     db.add(user)
