@@ -84,11 +84,11 @@ def authenticate_password(
     rule = rule_from_config(tenant.lockout)
     # No account has a NUL in its email (registration refuses one), and PostgreSQL cannot
     # even compare one: such an address is unknown, answered like any other.
-    found = None if "\x00" in email else reserve_login_attempt_by_email(
-        db, tenant.slug, email, rule, now
-    )
-    if found is None:
-        locked = None if "\x00" in email else user_lock_by_email(db, tenant.slug, email)
+    if "\x00" in email:
+        return _unknown_email(db, tenant, email, password, source_address, hmac_key, now)
+    found = reserve_login_attempt_by_email(db, tenant.slug, email, rule, now)
+    if found is None:  # no unlocked account: a locked one, or none at all
+        locked = user_lock_by_email(db, tenant.slug, email)
         if locked is None:
             return _unknown_email(db, tenant, email, password, source_address, hmac_key, now)
         user_id, locked_until = locked
