@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, delete, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, delete, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -82,8 +82,8 @@ class _Counter:
         }
         if not stamp_on_lock_only:
             taken[stamp] = now
-        self._table, self._taken = table, taken
-        self._unlocked = or_(c.locked_until.is_(None), c.locked_until <= now)
+        self._table, self.taken = table, taken
+        self.unlocked = or_(c.locked_until.is_(None), c.locked_until <= now)
         self._counts = (c[failures], c.lock_count)
         self.reserve = self.reserve_where(row)
         self.lock = update(table).where(row).values(
@@ -101,8 +101,8 @@ class _Counter:
         count first, then ``returning``; a locked row is left alone and returns nothing."""
         return (
             update(self._table)
-            .where(*where, self._unlocked)
-            .values(self._taken)
+            .where(*where, self.unlocked)
+            .values(self.taken)
             .returning(*self._counts, *returning)
         )
 
@@ -146,18 +146,23 @@ def _reset(db: Session, counter: _Counter, row: Any) -> None:
 # --- Counters for keys (TOTP, activation codes, binding proofs) --------------------------
 
 
-def _ensure_row(db: Session, key: str, now: datetime) -> None:
-    dialect = db.get_bind().dialect.name
-    if dialect == "postgresql":
-        insert = postgresql_insert(ATTEMPTS)
-    elif dialect == "sqlite":
-        insert = sqlite_insert(ATTEMPTS)
-    else:
-        raise RuntimeError(f"attempt counters need PostgreSQL or SQLite, not {dialect}")
-    db.execute(
-        insert.values(key=key, failures=0, lock_count=0, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["key"])
+def _reserve_by_upsert(insert: Any) -> Any:
+    """A key's reservation in one statement: a new key starts at one try taken; an existing
+    unlocked one takes the next (``_Counter`` rules); a locked one is left alone and returns
+    nothing. The conflicting row is locked while it is updated, so concurrent reservations
+    queue (PostgreSQL) or are serialised (SQLite's ``BEGIN IMMEDIATE``), as with an UPDATE."""
+    return (
+        insert(ATTEMPTS)
+        .values(key=bindparam("row"), failures=1, lock_count=0, locked_until=None,
+                updated_at=bindparam("now"))
+        .on_conflict_do_update(index_elements=["key"], set_=KEY_COUNTER.taken,
+                               where=KEY_COUNTER.unlocked)
+        .returning(ATTEMPTS.c.failures, ATTEMPTS.c.lock_count)
     )
+
+
+_KEY_RESERVATION = {"postgresql": _reserve_by_upsert(postgresql_insert),
+                    "sqlite": _reserve_by_upsert(sqlite_insert)}
 
 
 def reserve_attempt(
@@ -170,8 +175,18 @@ def reserve_attempt(
     does not buy more tries.
     """
     now = now or utcnow()
-    _ensure_row(db, key, now)
-    return _reserve(db, KEY_COUNTER, key, rule, now)
+    connection = db.connection()
+    statement = _KEY_RESERVATION.get(connection.dialect.name)
+    if statement is None:
+        raise RuntimeError(
+            f"attempt counters need PostgreSQL or SQLite, not {connection.dialect.name}"
+        )
+    taken = connection.execute(statement, {"row": key, "now": now}).first()
+    if taken is None:
+        current = connection.execute(KEY_COUNTER.current_lock, {"row": key}).scalar()
+        return AttemptReservation(allowed=False, locked_until=current)
+    count, locks = taken
+    return _decide(connection, KEY_COUNTER, key, rule, count, locks, now)
 
 
 def record_success(db: Session, key: str) -> None:
@@ -230,39 +245,70 @@ _RESERVE_LOGIN_BY_EMAIL = USER_COUNTER.reserve_where(
     USERS.c.tenant == bindparam("in_tenant"), USERS.c.email == bindparam("by_email"),
     returning=tuple(USERS.c[name] for name in LOGIN_COLUMNS),
 )
+_USER_LOCK_BY_EMAIL = select(USERS.c.id, USERS.c.locked_until).where(
+    USERS.c.tenant == bindparam("in_tenant"), USERS.c.email == bindparam("by_email")
+)
+_ACCOUNT_BY_EMAIL = select(
+    *(USERS.c[name] for name in LOGIN_COLUMNS), USERS.c.locked_until
+).where(USERS.c.tenant == bindparam("in_tenant"), USERS.c.email == bindparam("by_email"))
+# PostgreSQL: the reservation and, when it takes nothing, the account's lock, in one statement
+# (the UPDATE as a data-modifying CTE; the outer SELECT sees the row as it was before it). SQLite,
+# without such CTEs, reads the account, then reserves by id. Either way a registered and an
+# unknown address cost the same statements up to the hash, but for the unknown address's own
+# counter (one upsert) on PostgreSQL: timing does not tell them apart.
+_RESERVED = _RESERVE_LOGIN_BY_EMAIL.cte("reserved")
+_ACCOUNT = USERS.alias("account")
+_RESERVE_OR_EXPLAIN_BY_EMAIL = (
+    select(*_RESERVED.c, _ACCOUNT.c.id, _ACCOUNT.c.locked_until)
+    .select_from(_ACCOUNT.outerjoin(_RESERVED, true()))
+    .where(_ACCOUNT.c.tenant == bindparam("in_tenant"),
+           _ACCOUNT.c.email == bindparam("by_email"))
+)
+
+
+@dataclass(frozen=True)
+class PasswordAttempt:
+    """What reserving a password attempt by email found: no account (``user_id`` None), a
+    locked one (``reservation.allowed`` False), or an attempt taken (``user``: the account's
+    LOGIN_COLUMNS)."""
+
+    user_id: int | None
+    reservation: AttemptReservation
+    user: dict[str, Any] | None = None
 
 
 def reserve_login_attempt_by_email(
     db: Session, tenant: str, email: str, rule: LockoutRule, now: datetime | None = None
-) -> tuple[Any, AttemptReservation] | None:
-    """Find the user by email and take one attempt from their password counter, in one
-    statement: ``(the LOGIN_COLUMNS of the users row, reservation)``. None when no unlocked
-    account has this email (unknown, or locked: ``user_lock_by_email`` tells which)."""
+) -> PasswordAttempt:
+    """Find the account by email and take one attempt from its password counter: one
+    statement on PostgreSQL, two on SQLite."""
     now = now or utcnow()
     connection = db.connection()
-    taken = connection.execute(
-        _RESERVE_LOGIN_BY_EMAIL, {"in_tenant": tenant, "by_email": email, "now": now}
-    ).first()
-    if taken is None:
-        return None
-    count, locks, *columns = taken
+    params = {"in_tenant": tenant, "by_email": email, "now": now}
+    if connection.dialect.name == "postgresql":
+        row = connection.execute(_RESERVE_OR_EXPLAIN_BY_EMAIL, params).first()
+        if row is None:
+            return PasswordAttempt(None, AttemptReservation(allowed=False))
+        count, locks, *columns, user_id, locked_until = row
+        if count is None:
+            if not is_locked(locked_until, now):
+                # The reservation waited for a concurrent one that set the lock, which the
+                # statement's snapshot predates: read the lock as committed now.
+                lock = connection.execute(_USER_LOCK_BY_EMAIL, params).first()
+                locked_until = lock.locked_until if lock is not None else None
+            return PasswordAttempt(user_id, AttemptReservation(False, locked_until))
+    else:  # SQLite: the account, then its reservation, under BEGIN IMMEDIATE's write lock
+        account = connection.execute(_ACCOUNT_BY_EMAIL, params).first()
+        if account is None:
+            return PasswordAttempt(None, AttemptReservation(allowed=False))
+        *columns, locked_until = account
+        taken = connection.execute(USER_COUNTER.reserve, {"row": account.id, "now": now}).first()
+        if taken is None:
+            return PasswordAttempt(account.id, AttemptReservation(False, locked_until))
+        count, locks = taken
     user = dict(zip(LOGIN_COLUMNS, columns, strict=True))
     reservation = _decide(connection, USER_COUNTER, user["id"], rule, count, locks, now)
-    return user, reservation
-
-
-_USER_LOCK_BY_EMAIL = select(USERS.c.id, USERS.c.locked_until).where(
-    USERS.c.tenant == bindparam("tenant"), USERS.c.email == bindparam("email")
-)
-
-
-def user_lock_by_email(db: Session, tenant: str, email: str) -> tuple[int, datetime] | None:
-    """After ``reserve_login_attempt_by_email`` found nothing: ``(user id, locked_until)`` of a
-    locked account with this email, or None when there is no such account."""
-    row = db.connection().execute(
-        _USER_LOCK_BY_EMAIL, {"tenant": tenant, "email": email}
-    ).first()
-    return None if row is None else (row.id, row.locked_until)
+    return PasswordAttempt(user["id"], reservation, user)
 
 
 def record_login_success(db: Session, user_id: int) -> None:

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
 from broker import audit
 from broker.attempts import (
@@ -35,7 +36,6 @@ from broker.attempts import (
     reserve_attempt,
     reserve_login_attempt_by_email,
     rule_from_config,
-    user_lock_by_email,
 )
 from broker.config import TenantConfig
 from broker.models import User, utcnow
@@ -86,19 +86,17 @@ def authenticate_password(
     # even compare one: such an address is unknown, answered like any other.
     if "\x00" in email:
         return _unknown_email(db, tenant, email, password, source_address, hmac_key, now)
-    found = reserve_login_attempt_by_email(db, tenant.slug, email, rule, now)
-    if found is None:  # no unlocked account: a locked one, or none at all
-        locked = user_lock_by_email(db, tenant.slug, email)
-        if locked is None:
-            return _unknown_email(db, tenant, email, password, source_address, hmac_key, now)
-        user_id, locked_until = locked
-        _audit_failure(db, tenant, user_id, source_address, "account locked")
+    attempt = reserve_login_attempt_by_email(db, tenant.slug, email, rule, now)
+    if attempt.user_id is None:
+        return _unknown_email(db, tenant, email, password, source_address, hmac_key, now)
+    reservation = attempt.reservation
+    if not reservation.allowed:
+        _audit_failure(db, tenant, attempt.user_id, source_address, "account locked")
         db.commit()
-        return PasswordLoginResult("locked", locked_until=locked_until)
-
-    row, reservation = found
+        return PasswordLoginResult("locked", locked_until=reservation.locked_until)
     db.commit()
-    user = _attached_user(db, row)
+    assert attempt.user is not None  # noqa: S101 - set whenever an attempt was taken
+    user = _attached_user(db, attempt.user)
 
     if not verify_password(tenant, user.password_hash, password):
         locked_until = record_login_failure(db, user.id, rule, now)
@@ -140,6 +138,9 @@ def _attached_user(db: Session, row: Any) -> User:
     """The ``User`` for the columns the reservation returned, attached to ``db`` as if loaded
     (no second query: the ORM load cost more CPU than the statement). Columns not returned
     are expired: the ORM loads them on first use."""
+    existing = db.identity_map.get(identity_key(User, row["id"]))
+    if existing is not None:  # this session had loaded the account already: that object
+        return existing  # type: ignore[no-any-return]
     user = User(**row)
     make_transient_to_detached(user)
     db.add(user)

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from broker import db as database
 from broker.app import create_app
@@ -213,6 +213,33 @@ def test_unknown_email_gets_the_same_outcome_sequence_as_a_known_one(database_ur
     with sessions() as db:
         keys = list(db.scalars(select(AttemptCounter.key)))
     assert len(keys) == 1 and "nobody" not in keys[0]
+
+
+def test_an_unknown_email_costs_at_most_one_statement_more_than_a_wrong_password(
+    database_url, sessions
+):
+    """Timing: both run one argon2 verify; the database work must not tell them apart either.
+    On PostgreSQL the registered address's reservation and the locked-or-unknown answer are one
+    statement; the unknown address then takes a try from its own counter (one upsert)."""
+    tenant = tenant_config(database_url)
+    add_user(sessions, tenant)
+    engine = sessions.kw["bind"]
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    def statements_of(email: str) -> int:
+        statements.clear()
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            assert login(sessions, tenant, WRONG, email=email).outcome == "invalid"
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        return len([s for s in statements if not s.startswith(("BEGIN", "PRAGMA"))])
+
+    registered, unknown = statements_of(EMAIL), statements_of("nobody@example.no")
+    assert 0 <= unknown - registered <= 1, (registered, unknown)
 
 
 def test_a_changed_argon2_setting_rehashes_on_login(database_url, sessions):
