@@ -40,7 +40,8 @@ class RateCounters:
         )
         self._clock = clock
         self._lock = threading.Lock()
-        self._primary_down_until = 0.0  # monotonic time of the next attempt at the primary
+        self._primary_down_until = 0.0  # clock time of the next attempt at the primary
+        self._failed_at = float("-inf")  # clock time the primary was last marked down
         self._retry_seconds = 1.0
 
     def hit(self, item: RateLimitItem, *identifiers: str) -> bool:
@@ -57,26 +58,34 @@ class RateCounters:
     def _call(self, method: str, item: RateLimitItem, *identifiers: str):  # type: ignore[no-untyped-def]
         if self._fallback is None:
             return getattr(self._primary, method)(item, *identifiers)
-        if self._clock() >= self._primary_down_until:
+        started = self._clock()
+        if started >= self._primary_down_until:
             try:
                 answer = getattr(self._primary, method)(item, *identifiers)
             except Exception:  # noqa: BLE001 - any storage failure: count in memory meanwhile
-                self._primary_failed()
+                self._primary_failed(started)
             else:
-                self._primary_answered()
+                self._primary_answered(started)
                 return answer
         return getattr(self._fallback, method)(item, *identifiers)
 
-    def _primary_failed(self) -> None:
+    def _primary_failed(self, started: float) -> None:
+        """Back off once per failure of the primary, however many threads saw it fail: a call
+        that began before the primary was last marked down adds nothing."""
         with self._lock:
+            if started <= self._failed_at:
+                return
             if self._primary_down_until == 0.0:
                 log.warning("rate limit storage unreachable: counting in memory meanwhile")
-            self._primary_down_until = self._clock() + self._retry_seconds
+            self._failed_at = self._clock()
+            self._primary_down_until = self._failed_at + self._retry_seconds
             self._retry_seconds = min(self._retry_seconds * 2, MAX_RETRY_SECONDS)
 
-    def _primary_answered(self) -> None:
+    def _primary_answered(self, started: float) -> None:
+        """Back to the primary, unless this call began before its last failure (a slow answer
+        from before the failure proves nothing about now)."""
         if self._primary_down_until:
             with self._lock:
-                if self._primary_down_until:
+                if self._primary_down_until and started > self._failed_at:
                     log.info("rate limit storage answers again")
-                self._primary_down_until, self._retry_seconds = 0.0, 1.0
+                    self._primary_down_until, self._retry_seconds = 0.0, 1.0

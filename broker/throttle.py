@@ -75,7 +75,7 @@ def throttled(form: str, *, target: str | None = None,
         raise ValueError(f"no throttle section {form!r}")
 
     def mark(view: View) -> View:
-        setattr(view, MARK, ThrottleSpec(form, target, methods))
+        setattr(view, MARK, ThrottleSpec(form, target, tuple(m.upper() for m in methods)))
         return view
 
     return mark
@@ -178,16 +178,20 @@ class Throttle:
 
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            if request.method in spec.methods:
+            # Flask answers HEAD with the GET view: counted as the GET it is.
+            method = "GET" if request.method == "HEAD" else request.method
+            if method in spec.methods:
                 for limit in limits:
                     identifiers = limit.identifiers(self.prefix)
                     if not self.counters.hit(limit.item, *identifiers):
                         return self._refuse(spec, limit, identifiers)
             return view(*args, **kwargs)
 
+        guarded.throttle_limits = tuple(limits)  # type: ignore[attr-defined] # for inspection
         return guarded
 
     def _refuse(self, spec: ThrottleSpec, limit: Limit, identifiers: tuple[str, ...]) -> Any:
+        log.info("throttled: %s per %s over %s", spec.form, limit.counted, limit.item)
         retry_after = self._retry_after(limit, identifiers)
         self._audit_once(spec, limit, identifiers[1])
         if spec.form == "oidc":
@@ -249,8 +253,11 @@ def _limits_for(endpoint: str, spec: ThrottleSpec, config: ThrottleConfig) -> li
             wanted.append((section.per_address, "address", address_key))
         if section.per_target and spec.target:
             wanted.append((section.per_target, spec.target, target_key_for(spec.target)))
-    return [Limit(item, counted, key, f"{endpoint}:{counted}")
-            for text, counted, key in wanted for item in parse_many(text)]
+    limits = [Limit(item, counted, key, f"{endpoint}:{counted}")
+              for text, counted, key in wanted for item in parse_many(text)]
+    # Shortest window first, as Flask-Limiter checked them: a request the per-minute limit
+    # refuses then spends nothing of a per-day allowance.
+    return sorted(limits, key=lambda limit: limit.item.GRANULARITY.seconds)
 
 
 def init_app(app: Flask, config: BrokerConfig) -> Throttle | None:

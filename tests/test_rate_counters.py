@@ -8,6 +8,7 @@ address and back.
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 
 import pytest
@@ -79,3 +80,23 @@ def test_while_redis_is_away_counting_goes_on_in_memory_and_returns_to_redis(
 def test_an_unknown_strategy_is_named():
     with pytest.raises(ValueError, match="unknown rate limit strategy 'fastest'"):
         RateCounters("memory://", "fastest", fall_back_to_memory=False)
+
+
+def test_threads_failing_together_back_off_once_and_a_stale_answer_does_not_end_it():
+    clock = [1000.0]
+    counters = RateCounters("memory://", "moving-window", fall_back_to_memory=True,
+                            clock=lambda: clock[0])
+    counters._primary = MovingWindowRateLimiter(storage_from_string("redis://127.0.0.1:9/0"))
+    threads = [threading.Thread(target=counters.hit, args=(TWO_A_MINUTE, *fresh_key()))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Eight calls saw the same outage: the first retry is one second away, not 2**8.
+    assert counters._primary_down_until == 1001.0
+    # An answer from a call that began before the outage was noticed does not end it.
+    counters._primary_answered(started=999.0)
+    assert counters._primary_down_until == 1001.0
+    counters._primary_answered(started=1001.0)
+    assert counters._primary_down_until == 0.0

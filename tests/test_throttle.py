@@ -118,6 +118,37 @@ def test_limits_are_checked_in_the_throttled_views_only_not_around_every_request
         assert client.get("/healthz", environ_base={"REMOTE_ADDR": address}).status_code == 200
 
 
+def test_the_shortest_window_is_checked_first_so_a_refusal_spends_no_daily_allowance(make_app):
+    application = make_app(throttle_settings(login={"per_address": "50/day;20/hour",
+                                                    "per_target": "2/minute"}))
+    client = application.test_client()
+    login = f"/t/{SLUG}/login"
+    answers = [post_from(client, "198.51.100.20", login, email=KNOWN, password="").status_code
+               for _ in range(5)]
+    assert answers == [400, 400, 429, 429, 429]
+    # The three refused posts were stopped by the per-minute email limit before the address
+    # limits counted them: 48 of the 50 a day are left for this address.
+    throttle = application.extensions["broker_throttle"]
+    wrapped = application.view_functions["login.login_submit"]
+    day = next(limit for limit in wrapped.throttle_limits
+               if limit.item.GRANULARITY.name == "day")
+    with application.test_request_context(environ_base={"REMOTE_ADDR": "198.51.100.20"}):
+        identifiers = day.identifiers(throttle.prefix)
+    stats = throttle.counters._primary.get_window_stats(day.item, *identifiers)
+    assert stats.remaining == 48
+
+
+def test_a_head_request_counts_as_the_get_it_is(make_app):
+    application = make_app(throttle_settings(upstream_start={"per_address": "2/minute"}))
+    client = application.test_client()
+    path = f"/t/{SLUG}/login/no-such-upstream"
+    heads = [client.head(path, environ_base={"REMOTE_ADDR": "198.51.100.21"}).status_code
+             for _ in range(2)]
+    assert 429 not in heads
+    assert client.head(path, environ_base={"REMOTE_ADDR": "198.51.100.21"}).status_code == 429
+    assert client.get(path, environ_base={"REMOTE_ADDR": "198.51.100.21"}).status_code == 429
+
+
 def test_addresses_in_one_ipv6_slash_64_share_one_allowance(make_app):
     application = make_app(throttle_settings(login={"per_address": "2/minute"}))
     client = application.test_client()
