@@ -3,9 +3,10 @@
 One attempt is *reserved* atomically before the secret is checked, so the limit holds however
 many broker processes check guesses at once:
 
-1. ``UPDATE ... SET failures = failures + 1 WHERE not locked RETURNING failures`` takes one try.
-   PostgreSQL's row lock makes concurrent reservations queue and re-read the row, SQLite's
-   ``BEGIN IMMEDIATE`` serialises writers, so exactly ``max_attempts`` reservations succeed.
+1. ``UPDATE ... SET failures = failures + 1 WHERE not locked RETURNING failures`` takes one try
+   (for a key, ``INSERT ... ON CONFLICT DO UPDATE`` of the same, so a new key needs no second
+   statement). PostgreSQL's row lock makes concurrent reservations queue and re-read the row,
+   SQLite's ``BEGIN IMMEDIATE`` serialises writers, so exactly ``max_attempts`` succeed.
 2. The reservation that takes the last try also sets the lock (with growth) in the same
    transaction. If its guess turns out right, ``record_success`` lifts it again; if it was wrong
    the lock is already in place, and a crash between the two steps can only leave the account

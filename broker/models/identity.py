@@ -158,7 +158,8 @@ class AttemptCounter(Base):
     """Failed guesses at one secret (a TOTP, a customer number's PIN, ...), counted atomically.
 
     ``key`` names what is guarded, e.g. ``bind:aaro-vand:100234``. The row is updated with a
-    single ``UPDATE ... RETURNING`` so the limit holds across broker processes.
+    single ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` so the limit holds across broker
+    processes.
     """
 
     __tablename__ = "attempt_counters"
