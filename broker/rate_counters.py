@@ -3,7 +3,8 @@
 Redis is shared by every broker process; without ``redis_url`` each process counts in its own
 memory. When Redis stops answering, counting goes on in this process's memory rather than
 refusing logins, and Redis is tried again after 1, 2, 4 ... up to 64 seconds; its counters are
-used again as soon as it answers.
+used again as soon as it answers. A Redis call gives up after 0.25 s unless the URL says
+otherwise (``?socket_timeout=...``).
 
 Why not Flask-Limiter (which the broker used before): its per-view wrapper resolves default,
 blueprint, meta and dynamic limits, exemptions and header bookkeeping on every request, none
@@ -25,6 +26,7 @@ from limits.strategies import STRATEGIES, RateLimiter
 log = logging.getLogger(__name__)
 
 MAX_RETRY_SECONDS = 64.0
+REDIS_TIMEOUT_SECONDS = 0.25  # a healthy Redis answers a counter in well under a millisecond
 
 
 class RateCounters:
@@ -34,7 +36,15 @@ class RateCounters:
                  clock: Callable[[], float] = time.monotonic) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown rate limit strategy {strategy!r}")
-        self._primary: RateLimiter = STRATEGIES[strategy](storage_from_string(storage_uri))
+        options = {}
+        if storage_uri.startswith(("redis://", "rediss://")):
+            # A Redis that takes connections but does not answer must not hold a login for
+            # seconds (redis-py's own default); settings in the URL's query still win.
+            options = {"socket_timeout": REDIS_TIMEOUT_SECONDS,
+                       "socket_connect_timeout": REDIS_TIMEOUT_SECONDS}
+        self._primary: RateLimiter = STRATEGIES[strategy](
+            storage_from_string(storage_uri, **options)
+        )
         self._fallback: RateLimiter | None = (
             STRATEGIES[strategy](MemoryStorage()) if fall_back_to_memory else None
         )

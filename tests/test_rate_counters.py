@@ -100,3 +100,13 @@ def test_threads_failing_together_back_off_once_and_a_stale_answer_does_not_end_
     assert counters._primary_down_until == 1001.0
     counters._primary_answered(started=1001.0)
     assert counters._primary_down_until == 0.0
+
+
+def test_a_silent_redis_is_given_up_on_quickly_unless_the_url_says_otherwise():
+    def socket_timeouts(url: str) -> tuple[float, float]:
+        counters = RateCounters(url, "moving-window", fall_back_to_memory=True)
+        options = counters._primary.storage.storage.connection_pool.connection_kwargs
+        return options["socket_timeout"], options["socket_connect_timeout"]
+
+    assert socket_timeouts(REDIS_URL) == (rate_counters.REDIS_TIMEOUT_SECONDS,) * 2
+    assert socket_timeouts("redis://127.0.0.1:6379/0?socket_timeout=2")[0] == 2.0
