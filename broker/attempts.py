@@ -254,9 +254,9 @@ _ACCOUNT_BY_EMAIL = select(
 ).where(USERS.c.tenant == bindparam("in_tenant"), USERS.c.email == bindparam("by_email"))
 # PostgreSQL: the reservation and, when it takes nothing, the account's lock, in one statement
 # (the UPDATE as a data-modifying CTE; the outer SELECT sees the row as it was before it). SQLite,
-# without such CTEs, reads the account, then reserves by id. Either way a registered and an
-# unknown address cost the same statements up to the hash, but for the unknown address's own
-# counter (one upsert) on PostgreSQL: timing does not tell them apart.
+# without such CTEs, reads the account, then reserves by id. Up to the hash, an unknown address
+# then costs at most one statement more than a registered one (its own counter's upsert, on
+# PostgreSQL), so the database work hardly tells them apart.
 _RESERVED = _RESERVE_LOGIN_BY_EMAIL.cte("reserved")
 _ACCOUNT = USERS.alias("account")
 _RESERVE_OR_EXPLAIN_BY_EMAIL = (
@@ -287,16 +287,24 @@ def reserve_login_attempt_by_email(
     connection = db.connection()
     params = {"in_tenant": tenant, "by_email": email, "now": now}
     if connection.dialect.name == "postgresql":
-        row = connection.execute(_RESERVE_OR_EXPLAIN_BY_EMAIL, params).first()
-        if row is None:
-            return PasswordAttempt(None, AttemptReservation(allowed=False))
-        count, locks, *columns, user_id, locked_until = row
-        if count is None:
-            if not is_locked(locked_until, now):
-                # The reservation waited for a concurrent one that set the lock, which the
-                # statement's snapshot predates: read the lock as committed now.
-                lock = connection.execute(_USER_LOCK_BY_EMAIL, params).first()
-                locked_until = lock.locked_until if lock is not None else None
+        for _ in range(2):
+            row = connection.execute(_RESERVE_OR_EXPLAIN_BY_EMAIL, params).first()
+            if row is None:
+                return PasswordAttempt(None, AttemptReservation(allowed=False))
+            count, locks, *columns, user_id, locked_until = row
+            if count is not None:
+                break
+            if is_locked(locked_until, now):
+                return PasswordAttempt(user_id, AttemptReservation(False, locked_until))
+            # Nothing reserved, yet no lock in the statement's snapshot: the UPDATE waited for
+            # a concurrent transaction that locked, deleted or re-addressed the account. Ask
+            # again what is committed now.
+            current = connection.execute(_USER_LOCK_BY_EMAIL, params).first()
+            if current is None or current.id != user_id:
+                return PasswordAttempt(None, AttemptReservation(allowed=False))
+            if is_locked(current.locked_until, now):
+                return PasswordAttempt(user_id, AttemptReservation(False, current.locked_until))
+        else:  # twice no reservation and no lock: answer as locked, never check the hash
             return PasswordAttempt(user_id, AttemptReservation(False, locked_until))
     else:  # SQLite: the account, then its reservation, under BEGIN IMMEDIATE's write lock
         account = connection.execute(_ACCOUNT_BY_EMAIL, params).first()

@@ -257,7 +257,7 @@ def _limits_for(endpoint: str, spec: ThrottleSpec, config: ThrottleConfig) -> li
               for text, counted, key in wanted for item in parse_many(text)]
     # Shortest window first, as Flask-Limiter checked them: a request the per-minute limit
     # refuses then spends nothing of a per-day allowance.
-    return sorted(limits, key=lambda limit: limit.item.GRANULARITY.seconds)
+    return sorted(limits, key=lambda limit: limit.item.get_expiry())
 
 
 def init_app(app: Flask, config: BrokerConfig) -> Throttle | None:

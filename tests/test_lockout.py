@@ -5,14 +5,16 @@ from __future__ import annotations
 import multiprocessing
 import re
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text, update
 
 from broker import db as database
 from broker.app import create_app
+from broker.attempts import reserve_login_attempt_by_email, rule_from_config
 from broker.config import TenantConfig
 from broker.demo import demo_tenants
 from broker.models import AttemptCounter, AuditEvent, OutboxMessage, Tenant, User, utcnow
@@ -240,6 +242,65 @@ def test_an_unknown_email_costs_at_most_one_statement_more_than_a_wrong_password
 
     registered, unknown = statements_of(EMAIL), statements_of("nobody@example.no")
     assert 0 <= unknown - registered <= 1, (registered, unknown)
+
+
+@pytest.mark.parametrize("change", ["locked", "re-addressed"])
+def test_a_reservation_that_waited_for_a_concurrent_change_answers_from_what_was_committed(
+    postgres_url, change
+):
+    """PostgreSQL: the reservation's UPDATE waits for another transaction holding the row; its
+    statement's snapshot predates what that transaction then commits. A lock set meanwhile
+    refuses with that lock's end; an address changed meanwhile is an unknown address."""
+    from .conftest import _empty_postgres
+
+    _empty_postgres(postgres_url)
+    tenant = tenant_config(postgres_url)
+    engine = database.make_engine(postgres_url)
+    factory = database.make_sessionmaker(engine)
+    rule = rule_from_config(tenant.lockout)
+    with database.transaction(factory) as db:
+        db.add(Tenant(slug=SLUG, name="Fjordvarme AS"))
+    user_id = add_user(factory, tenant)
+    with database.transaction(factory) as db:
+        db.execute(update(User).where(User.id == user_id).values(failed_logins=2))
+
+    blocker = factory()
+    if change == "locked":
+        last_try = reserve_login_attempt_by_email(blocker, SLUG, EMAIL, rule).reservation
+        assert last_try.allowed and last_try.last_attempt
+    else:
+        blocker.execute(update(User).where(User.id == user_id).values(email="new@example.no"))
+    answers = []
+
+    def reserve() -> None:
+        with factory() as db:
+            answers.append(reserve_login_attempt_by_email(db, SLUG, EMAIL, rule))
+            db.commit()
+
+    waiter = threading.Thread(target=reserve)
+    waiter.start()
+    with engine.connect() as watch:  # until the waiter's UPDATE queues for the row lock
+        for _ in range(500):
+            if watch.execute(text("SELECT count(*) FROM pg_stat_activity WHERE "
+                                  "wait_event_type = 'Lock' AND datname = current_database()")
+                             ).scalar():
+                break
+            time.sleep(0.01)
+    blocker.commit()
+    blocker.close()
+    waiter.join()
+    (answer,) = answers
+    with factory() as db:
+        row = db.get(User, user_id)
+        assert row is not None
+        if change == "locked":
+            assert answer.user_id == user_id and not answer.reservation.allowed
+            assert answer.reservation.locked_until == row.locked_until is not None
+            assert row.failed_logins == 3  # the waiter took no try
+        else:
+            assert answer.user_id is None and answer.user is None
+            assert row.failed_logins == 2
+    engine.dispose()
 
 
 def test_a_changed_argon2_setting_rehashes_on_login(database_url, sessions):
