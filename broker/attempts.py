@@ -287,37 +287,57 @@ def reserve_login_attempt_by_email(
     connection = db.connection()
     params = {"in_tenant": tenant, "by_email": email, "now": now}
     if connection.dialect.name == "postgresql":
-        for _ in range(2):
-            row = connection.execute(_RESERVE_OR_EXPLAIN_BY_EMAIL, params).first()
-            if row is None:
-                return PasswordAttempt(None, AttemptReservation(allowed=False))
-            count, locks, *columns, user_id, locked_until = row
-            if count is not None:
-                break
-            if is_locked(locked_until, now):
-                return PasswordAttempt(user_id, AttemptReservation(False, locked_until))
-            # Nothing reserved, yet no lock in the statement's snapshot: the UPDATE waited for
-            # a concurrent transaction that locked, deleted or re-addressed the account. Ask
-            # again what is committed now.
-            current = connection.execute(_USER_LOCK_BY_EMAIL, params).first()
-            if current is None or current.id != user_id:
-                return PasswordAttempt(None, AttemptReservation(allowed=False))
-            if is_locked(current.locked_until, now):
-                return PasswordAttempt(user_id, AttemptReservation(False, current.locked_until))
-        else:  # twice no reservation and no lock: answer as locked, never check the hash
-            return PasswordAttempt(user_id, AttemptReservation(False, locked_until))
-    else:  # SQLite: the account, then its reservation, under BEGIN IMMEDIATE's write lock
-        account = connection.execute(_ACCOUNT_BY_EMAIL, params).first()
-        if account is None:
-            return PasswordAttempt(None, AttemptReservation(allowed=False))
-        *columns, locked_until = account
-        taken = connection.execute(USER_COUNTER.reserve, {"row": account.id, "now": now}).first()
-        if taken is None:
-            return PasswordAttempt(account.id, AttemptReservation(False, locked_until))
-        count, locks = taken
+        taken = _take_login_try_on_postgresql(connection, params, now)
+    else:
+        taken = _take_login_try_on_sqlite(connection, params)
+    if isinstance(taken, PasswordAttempt):  # refused: unknown or locked
+        return taken
+    count, locks, columns = taken
     user = dict(zip(LOGIN_COLUMNS, columns, strict=True))
     reservation = _decide(connection, USER_COUNTER, user["id"], rule, count, locks, now)
     return PasswordAttempt(user["id"], reservation, user)
+
+
+_Taken = tuple[int, int, list[Any]]  # the new count, the lock count, the LOGIN_COLUMNS
+
+
+def _take_login_try_on_postgresql(connection: Any, params: dict[str, Any],
+                                  now: datetime) -> _Taken | PasswordAttempt:
+    for _ in range(2):
+        row = connection.execute(_RESERVE_OR_EXPLAIN_BY_EMAIL, params).first()
+        if row is None:
+            return PasswordAttempt(None, AttemptReservation(allowed=False))
+        count, locks, *columns, user_id, locked_until = row
+        if count is not None:
+            return count, locks, columns
+        if is_locked(locked_until, now):
+            return PasswordAttempt(user_id, AttemptReservation(False, locked_until))
+        # Nothing reserved, yet no lock in the statement's snapshot: the UPDATE waited for a
+        # concurrent transaction that locked, deleted or re-addressed the account. Ask again
+        # what is committed now.
+        current = connection.execute(_USER_LOCK_BY_EMAIL, params).first()
+        if current is None or current.id != user_id:
+            return PasswordAttempt(None, AttemptReservation(allowed=False))
+        if is_locked(current.locked_until, now):
+            return PasswordAttempt(user_id, AttemptReservation(False, current.locked_until))
+    # Twice no reservation and no lock: refuse as locked; the hash is never checked untaken.
+    return PasswordAttempt(user_id, AttemptReservation(False, locked_until))
+
+
+def _take_login_try_on_sqlite(connection: Any,
+                              params: dict[str, Any]) -> _Taken | PasswordAttempt:
+    """The account, then its reservation by id, under BEGIN IMMEDIATE's write lock."""
+    account = connection.execute(_ACCOUNT_BY_EMAIL, params).first()
+    if account is None:
+        return PasswordAttempt(None, AttemptReservation(allowed=False))
+    *columns, locked_until = account
+    taken = connection.execute(
+        USER_COUNTER.reserve, {"row": account.id, "now": params["now"]}
+    ).first()
+    if taken is None:
+        return PasswordAttempt(account.id, AttemptReservation(False, locked_until))
+    count, locks = taken
+    return count, locks, columns
 
 
 def record_login_success(db: Session, user_id: int) -> None:
