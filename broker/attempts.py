@@ -241,17 +241,15 @@ def reserve_login_attempt(
 # costs CPU in psycopg and SQLAlchemy on every login, about 0.02 ms.
 LOGIN_COLUMNS = ("id", "tenant", "subject", "email", "email_verified", "name", "locale",
                  "status", "password_hash", "totp_secret")
+# (bind names differ from the column names: an UPDATE reserves those for its SET clause)
+_BY_EMAIL = and_(USERS.c.tenant == bindparam("in_tenant"), USERS.c.email == bindparam("by_email"))
 _RESERVE_LOGIN_BY_EMAIL = USER_COUNTER.reserve_where(
-    # (bind names differ from the column names: an UPDATE reserves those for its SET clause)
-    USERS.c.tenant == bindparam("in_tenant"), USERS.c.email == bindparam("by_email"),
-    returning=tuple(USERS.c[name] for name in LOGIN_COLUMNS),
+    _BY_EMAIL, returning=tuple(USERS.c[name] for name in LOGIN_COLUMNS)
 )
-_USER_LOCK_BY_EMAIL = select(USERS.c.id, USERS.c.locked_until).where(
-    USERS.c.tenant == bindparam("in_tenant"), USERS.c.email == bindparam("by_email")
-)
+_USER_LOCK_BY_EMAIL = select(USERS.c.id, USERS.c.locked_until).where(_BY_EMAIL)
 _ACCOUNT_BY_EMAIL = select(
     *(USERS.c[name] for name in LOGIN_COLUMNS), USERS.c.locked_until
-).where(USERS.c.tenant == bindparam("in_tenant"), USERS.c.email == bindparam("by_email"))
+).where(_BY_EMAIL)
 # PostgreSQL: the reservation and, when it takes nothing, the account's lock, in one statement
 # (the UPDATE as a data-modifying CTE; the outer SELECT sees the row as it was before it). SQLite,
 # without such CTEs, reads the account, then reserves by id. Up to the hash, an unknown address

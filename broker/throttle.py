@@ -242,7 +242,8 @@ class Throttle:
 
 
 def _limits_for(endpoint: str, spec: ThrottleSpec, config: ThrottleConfig) -> list[Limit]:
-    """The limits the config turns on for a view, each limit string's items in order."""
+    """The limits the config turns on for a view (each item of a "5/hour;20/day" string
+    apart), shortest window first."""
     if spec.form == "oidc":
         per_client = config.oidc.per_client
         wanted = [(per_client, CLIENT, target_key_for(CLIENT))] if per_client else []
