@@ -62,10 +62,12 @@ def raw_argon2_rate(stored_hash: str, tenant, seconds: float) -> tuple[float, fl
     return count / wall, count / (time.thread_time() - cpu_started)
 
 
-def seed_users(config_path: Path, count: int) -> tuple[list[str], str]:
+def seed_users(config_path: Path, count: int, stored: str | None = None) -> tuple[list[str], str]:
+    """``count`` active users with PASSWORD, hashed with the tenant's argon2id unless
+    ``stored`` gives the hash to store."""
     config = load_config(config_path)
     tenant = config.tenants[harness.TENANT]
-    stored = hash_password(tenant, PASSWORD)
+    stored = stored or hash_password(tenant, PASSWORD)
     sessions = database.make_sessionmaker(database.make_engine(config.database_url))
     emails = [f"user{i}-{secrets.token_hex(3)}@bench.example" for i in range(count)]
     with database.transaction(sessions) as db:

@@ -1,0 +1,34 @@
+"""For ``bench/login_floor.py`` only: argon2's verify and hash become near-free, so that a
+login's CPU is the rest of the request. Put on PYTHONPATH of a broker under measurement; never
+of a broker that serves anyone. A wrong password still fails, so the login path is unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+
+from argon2 import PasswordHasher
+from argon2.exceptions import VerifyMismatchError
+
+_PREFIX = "$floor$"
+
+
+def floor_hash(password: str | bytes) -> str:
+    """What this stand-in stores for ``password`` (the benchmark seeds its users with it)."""
+    raw = password.encode() if isinstance(password, str) else password
+    return _PREFIX + hashlib.sha256(raw).hexdigest()
+
+
+def _hash(self: PasswordHasher, password: str | bytes, *, salt: bytes | None = None) -> str:
+    return floor_hash(password)
+
+
+def _verify(self: PasswordHasher, stored: str | bytes, password: str | bytes) -> bool:
+    stored = stored.decode() if isinstance(stored, bytes) else stored
+    if not stored.startswith(_PREFIX) or stored != _hash(self, password):
+        raise VerifyMismatchError("floor: mismatch")
+    return True
+
+
+PasswordHasher.hash = _hash  # type: ignore[method-assign]
+PasswordHasher.verify = _verify  # type: ignore[method-assign]
+PasswordHasher.check_needs_rehash = lambda self, stored: False  # type: ignore[method-assign]
