@@ -110,3 +110,37 @@ def test_a_silent_redis_is_given_up_on_quickly_unless_the_url_says_otherwise():
 
     assert socket_timeouts(REDIS_URL) == (rate_counters.REDIS_TIMEOUT_SECONDS,) * 2
     assert socket_timeouts("redis://127.0.0.1:6379/0?socket_timeout=2")[0] == 2.0
+
+
+@pytest.mark.parametrize("strategy", ["sliding-window-counter", "moving-window", "fixed-window"])
+def test_counting_in_memory_starts_no_thread_per_hit(strategy: str) -> None:
+    """limits' MemoryStorage started a Timer thread on nearly every hit; ours starts none."""
+    counters = RateCounters("memory://", strategy, fall_back_to_memory=False)
+    limit = parse("1000/minute")
+    started = threading.active_count()
+    timers_before = sum(isinstance(t, threading.Timer) for t in threading.enumerate())
+    for number in range(30):
+        assert counters.hit(limit, "login", f"198.51.100.{number}")
+        time.sleep(0.012)  # longer than the base class's 10 ms timer
+    assert threading.active_count() <= started
+    assert sum(isinstance(t, threading.Timer) for t in threading.enumerate()) <= timers_before
+
+
+def test_swept_memory_storage_still_counts_and_drops_expired_entries_on_a_later_hit() -> None:
+    now = [100.0]
+    storage = rate_counters.SweptMemoryStorage(sweep_seconds=5, clock=lambda: now[0])
+    limiter = MovingWindowRateLimiter(storage)
+    limit = parse("2/second")
+    assert limiter.hit(limit, "k") and limiter.hit(limit, "k")
+    assert not limiter.hit(limit, "k")  # counting is unchanged
+    assert storage.incr("short", expiry=0.01) == 1
+    time.sleep(0.05)  # the entries of "k" (1 s) live on, "short" has expired
+    storage.incr("other", expiry=60)
+    assert "short" in storage.storage  # not yet: the sweep waits for its interval
+    assert storage.get("short") == 0  # ... but an expired counter never counts
+    storage.incr("short2", expiry=0.01)
+    time.sleep(1.05)
+    now[0] += 5
+    storage.incr("other", expiry=60)  # this hit sweeps
+    assert "short2" not in storage.storage and "k" not in storage.events
+    assert storage.get("other") == 2
