@@ -9,6 +9,7 @@ be given per CPU-second of the worker, which other load on the machine does not 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import shutil
@@ -112,7 +113,20 @@ def write_config(path: Path, database_url: str, public_url: str) -> None:
 
 
 def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return proc_cpu_seconds_of(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds (utime + stime) of each thread of a process, by thread id."""
+    seconds = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            seconds[int(task.name)] = proc_cpu_seconds_of(task / "stat")
+    return seconds
+
+
+def proc_cpu_seconds_of(stat_file: Path) -> float:
+    fields = stat_file.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
@@ -221,6 +235,7 @@ class LoadResult:
     counted: int | None = None  # set by wrk_load, which reports no single latencies
     p50_ms: float | None = None
     p99_ms: float | None = None
+    busiest_thread_cpu_seconds: float = 0.0  # the worker's busiest thread: argon2's, in a login run
 
     @property
     def requests(self) -> int:
@@ -256,6 +271,7 @@ def add_round(total: LoadResult, part: LoadResult) -> None:
     total.errors += part.errors
     total.seconds += part.seconds
     total.worker_cpu_seconds += part.worker_cpu_seconds
+    total.busiest_thread_cpu_seconds += part.busiest_thread_cpu_seconds
     if part.counted is not None:
         total.counted = (total.counted or 0) + part.counted
         total.p50_ms = max(total.p50_ms or 0.0, part.p50_ms or 0.0)
@@ -354,6 +370,7 @@ def closed_loop(
                     result.latencies_ms.append(elapsed)
 
     cpu_before = server.worker_cpu_seconds()
+    threads_before = thread_cpu_seconds(server.worker_pid)
     started = time.perf_counter()
     if duration is not None:
         stop_at.append(started + duration)
@@ -364,6 +381,9 @@ def closed_loop(
         worker.join()
     result.seconds = time.perf_counter() - started
     result.worker_cpu_seconds = server.worker_cpu_seconds() - cpu_before
+    threads_after = thread_cpu_seconds(server.worker_pid)
+    result.busiest_thread_cpu_seconds = max(
+        (after - threads_before.get(tid, 0.0) for tid, after in threads_after.items()), default=0.0)
     return result
 
 

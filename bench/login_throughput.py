@@ -15,6 +15,10 @@ thread (a user's logins are serialised by its attempt counter, as they should be
 2. raw argon2id once more, so that every login round sits between two raw measurements;
 3. the worker's RSS after warm-up and after the run.
 
+Each round also splits the worker's CPU per login by thread (/proc/<worker>/task): the argon2
+thread's against a raw verify (how much slower argon2 runs inside a busy worker), and the
+other threads' (the rest of the request; ``login_floor.py`` measures it without argon2).
+
 The ratio logins / argon2 verifies is given per round (against the raw rates right before and
 after it: this machine's speed drifts within a minute) and as the median of the rounds, per
 wall-clock second on the pinned core and per CPU-second the worker actually used.
@@ -60,6 +64,14 @@ def raw_argon2_rate(stored_hash: str, tenant, seconds: float) -> tuple[float, fl
         count += 1
     wall = time.perf_counter() - started
     return count / wall, count / (time.thread_time() - cpu_started)
+
+
+def split_login_cpu(part: harness.LoadResult) -> tuple[float, float]:
+    """(argon2 thread, all other threads) CPU ms per login. The worker is pinned to one CPU,
+    so it hashes on one thread (broker/passwords.py), which is by far its busiest."""
+    argon2_seconds = part.busiest_thread_cpu_seconds
+    other_seconds = part.worker_cpu_seconds - argon2_seconds
+    return 1000 * argon2_seconds / part.requests, 1000 * other_seconds / part.requests
 
 
 def seed_users(config_path: Path, count: int, stored: str | None = None) -> tuple[list[str], str]:
@@ -155,7 +167,7 @@ def main() -> None:
           + ", ".join(f"{wall:.1f}/s ({cpu:.1f} per CPU-s)" for wall, cpu in raws))
     ratios: dict[str, tuple[list[float], list[float]]] = {}
     for name, parts in rounds.items():
-        wall_ratios, cpu_ratios = [], []
+        wall_ratios, cpu_ratios, slowdowns, rests = [], [], [], []
         for index, part in enumerate(parts):
             # Each round against the raw rate measured right before and right after it: this
             # machine's speed drifts by more than the effect we measure.
@@ -163,9 +175,14 @@ def main() -> None:
             raw_cpu = (raws[index][1] + raws[index + 1][1]) / 2
             wall_ratios.append(part.rate / raw_wall)
             cpu_ratios.append(part.rate_per_cpu_second / raw_cpu)
+            argon2_ms, rest_ms = split_login_cpu(part)
+            slowdowns.append(argon2_ms * raw_cpu / 1000 - 1)
+            rests.append(rest_ms)
             print(f"round {index + 1} ({name}): HTTP password logins, 1 worker on CPU "
                   f"{args.cpu}, {args.threads} client threads: {part.summary()}; ratio wall "
-                  f"{wall_ratios[-1]:.3f}, per CPU-second {cpu_ratios[-1]:.3f}")
+                  f"{wall_ratios[-1]:.3f}, per CPU-second {cpu_ratios[-1]:.3f}; per login: "
+                  f"argon2 thread {argon2_ms:.2f} ms ({slowdowns[-1]:+.1%} on a raw verify, "
+                  f"{1000 / raw_cpu:.2f} ms), other threads {rest_ms:.2f} ms")
         ratios[name] = (wall_ratios, cpu_ratios)
         run = harness.LoadResult()
         for part in parts:
@@ -175,6 +192,9 @@ def main() -> None:
               f"({name}) = {statistics.median(wall_ratios):.3f}")
         print(f"ratio per CPU-second of the worker, median of the rounds ({name}) = "
               f"{statistics.median(cpu_ratios):.3f}  (target >= 0.9)")
+        print(f"where a login's CPU goes ({name}), medians of the rounds: the argon2 thread "
+              f"{statistics.median(slowdowns):+.1%} on a raw verify; the other threads "
+              f"{statistics.median(rests):.2f} ms")
         end, peak = rss_end[name]
         print(f"worker RSS ({name}): {rss_warm[name]:.0f} MiB after warm-up, {end:.0f} MiB "
               f"after the run, peak {peak:.0f} MiB  (target <= 150 MB)")
