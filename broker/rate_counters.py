@@ -36,22 +36,36 @@ class SweptMemoryStorage(MemoryStorage):
 
     ``MemoryStorage`` drops them from a ``threading.Timer`` that it starts afresh, 10 ms after
     the previous one fired, on the next hit: under steady traffic a new OS thread for nearly
-    every request, at some 0.1 ms of CPU each and a switch away from the thread running argon2
-    (BENCHMARKS.md). Dropping expired entries only frees memory: an expired counter is never
-    counted (``get`` checks its expiry) and an old event never falls inside a window. So here
-    one hit in ``sweep_seconds`` does the sweep, and no hit waits for another's.
+    every request, at some 0.1 ms of CPU each (BENCHMARKS.md). Dropping expired entries only
+    frees memory: an expired counter is never counted (``get`` checks its expiry) and an old
+    event never falls inside a window. So here one hit in ``sweep_seconds`` sweeps, and no hit
+    waits for another's sweep. A sweep that fails (it races other threads over the dicts, as
+    the base class's timer did) is logged and retried later; the request it rode on goes on.
 
-    ``_MemoryStorage__schedule_expiry`` is the name the base class calls; ``limits`` is pinned
-    below its next major version, and tests/test_rate_counters.py fails if a hit starts a thread.
+    ``_MemoryStorage__schedule_expiry`` is the name the base class calls before each count;
+    ``limits`` is pinned below its next major version, and tests/test_rate_counters.py fails
+    if a hit starts a thread.
     """
 
     def __init__(self, uri: str = "memory://", *, sweep_seconds: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic, **options: object) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time, **options: object) -> None:
         super().__init__(uri, **options)
         self.timer.cancel()  # the base class started one; none is needed
         self._sweep_seconds = sweep_seconds
         self._clock = clock
+        self._wall_clock = wall_clock  # what entries' expiry times are in (``limits``: time.time)
         self._next_sweep = clock() + sweep_seconds
+        self._sweeping = threading.Lock()
+
+    def __getstate__(self) -> dict[str, object]:
+        state = super().__getstate__()
+        del state["_sweeping"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        super().__setstate__(state)
+        self.timer.cancel()
         self._sweeping = threading.Lock()
 
     def _MemoryStorage__schedule_expiry(self) -> None:
@@ -59,9 +73,32 @@ class SweptMemoryStorage(MemoryStorage):
             return
         try:
             self._next_sweep = self._clock() + self._sweep_seconds
-            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+            self.sweep()
+        except Exception:  # noqa: BLE001 - memory upkeep must never fail a request
+            log.debug("rate counter sweep failed; retried on a later hit", exc_info=True)
         finally:
             self._sweeping.release()
+
+    def sweep(self) -> None:
+        """Drop expired counters and events, and keys left with no events."""
+        now = self._wall_clock()
+        for key in list(self.events):
+            with self.locks[key]:
+                events = self.events.get(key) or []
+                live = [event for event in events if event.expiry > now]
+                if live:
+                    self.events[key] = live
+                else:
+                    self.events.pop(key, None)
+                    self.locks.pop(key, None)
+        for key, expiry in list(self.expirations.items()):
+            if expiry > now:
+                continue
+            with self.locks[key]:  # incr sets a fresh expiry under this lock: check again
+                if self.expirations.get(key, now + 1) <= now:
+                    self.storage.pop(key, None)
+                    self.expirations.pop(key, None)
+                    self.locks.pop(key, None)
 
 
 def _storage(storage_uri: str, **options: object):  # type: ignore[no-untyped-def]

@@ -113,34 +113,60 @@ def test_a_silent_redis_is_given_up_on_quickly_unless_the_url_says_otherwise():
 
 
 @pytest.mark.parametrize("strategy", ["sliding-window-counter", "moving-window", "fixed-window"])
-def test_counting_in_memory_starts_no_thread_per_hit(strategy: str) -> None:
+def test_counting_in_memory_starts_no_thread_per_hit(strategy: str, monkeypatch) -> None:
     """limits' MemoryStorage started a Timer thread on nearly every hit; ours starts none."""
     counters = RateCounters("memory://", strategy, fall_back_to_memory=False)
+    storage = counters._primary.storage
+    assert isinstance(storage, rate_counters.SweptMemoryStorage)
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start",
+                        lambda thread: (started.append(thread), start(thread))[1])
+    timer = storage.timer
     limit = parse("1000/minute")
-    started = threading.active_count()
-    timers_before = sum(isinstance(t, threading.Timer) for t in threading.enumerate())
-    for number in range(30):
+    for number in range(5):
         assert counters.hit(limit, "login", f"198.51.100.{number}")
-        time.sleep(0.012)  # longer than the base class's 10 ms timer
-    assert threading.active_count() <= started
-    assert sum(isinstance(t, threading.Timer) for t in threading.enumerate()) <= timers_before
+        time.sleep(0.012)  # longer than the base class's 10 ms timer: it would start anew
+    assert started == [] and storage.timer is timer
 
 
-def test_swept_memory_storage_still_counts_and_drops_expired_entries_on_a_later_hit() -> None:
+def test_a_sweep_drops_expired_entries_and_never_changes_a_count(monkeypatch) -> None:
     now = [100.0]
-    storage = rate_counters.SweptMemoryStorage(sweep_seconds=5, clock=lambda: now[0])
+    wall = [time.time()]
+    storage = rate_counters.SweptMemoryStorage(sweep_seconds=5, clock=lambda: now[0],
+                                               wall_clock=lambda: wall[0])
     limiter = MovingWindowRateLimiter(storage)
     limit = parse("2/second")
     assert limiter.hit(limit, "k") and limiter.hit(limit, "k")
-    assert not limiter.hit(limit, "k")  # counting is unchanged
-    assert storage.incr("short", expiry=0.01) == 1
-    time.sleep(0.05)  # the entries of "k" (1 s) live on, "short" has expired
-    storage.incr("other", expiry=60)
-    assert "short" in storage.storage  # not yet: the sweep waits for its interval
-    assert storage.get("short") == 0  # ... but an expired counter never counts
-    storage.incr("short2", expiry=0.01)
-    time.sleep(1.05)
+    assert not limiter.hit(limit, "k")  # counting is limits' own
+    storage.incr("counter", expiry=60)
+    storage.incr("short", expiry=30)
+    wall[0] += 45  # by the sweep's clock: the events (1 s) and "short" (30 s) have expired
+    storage.incr("counter", expiry=60)
+    assert "short" in storage.storage  # not yet swept: the interval has not passed
     now[0] += 5
-    storage.incr("other", expiry=60)  # this hit sweeps
-    assert "short2" not in storage.storage and "k" not in storage.events
-    assert storage.get("other") == 2
+    storage.incr("counter", expiry=60)  # this hit sweeps
+    assert "short" not in storage.storage and limit.key_for("k") not in storage.events
+    assert storage.get("counter") == 3  # a live counter is kept whole
+
+
+def test_a_failing_sweep_does_not_fail_the_hit(monkeypatch) -> None:
+    now = [0.0]
+    storage = rate_counters.SweptMemoryStorage(sweep_seconds=1, clock=lambda: now[0])
+
+    def broken() -> None:
+        raise KeyError("raced")
+
+    monkeypatch.setattr(storage, "sweep", broken)
+    now[0] += 2
+    assert storage.incr("k", expiry=60) == 1  # swept (and failed) on this hit: still counted
+    assert not storage._sweeping.locked()
+
+
+def test_the_swept_storage_survives_a_pickle_round_trip() -> None:
+    import pickle
+
+    storage = rate_counters.SweptMemoryStorage()
+    storage.incr("k", expiry=60)
+    copy = pickle.loads(pickle.dumps(storage))
+    assert copy.get("k") == 1 and copy.incr("k", expiry=60) == 2
