@@ -34,17 +34,38 @@ def record(
     """Write one audit record in ``db``'s transaction. ``details`` carry ids, never personal
     data. Ids of rows made in the same transaction must be flushed first (they are: an id is
     only known after its flush)."""
-    db.connection().execute(
-        _INSERT,
-        {
-            "tenant": tenant,
-            "event": event,
-            "actor_type": actor_type,
-            "actor_id": None if actor_id is None else str(actor_id),
-            "target_user_id": target_user_id,
-            "source_address": source_address,
-            "reason": reason,
-            "outcome": outcome,
-            "details": details,
-        },
-    )
+    record_entry(db, entry(event, tenant=tenant, actor_type=actor_type, actor_id=actor_id,
+                           target_user_id=target_user_id, source_address=source_address,
+                           reason=reason, outcome=outcome, **details))
+
+
+def record_entry(db: Session, columns: dict[str, Any]) -> None:
+    """Write one record made by ``entry`` (``at``: now unless given)."""
+    db.connection().execute(_INSERT, columns)
+
+
+def entry(
+    event: str,
+    *,
+    tenant: str | None,
+    actor_type: str = "system",
+    actor_id: str | int | None = None,
+    target_user_id: int | None = None,
+    source_address: str | None = None,
+    reason: str | None = None,
+    outcome: str = "ok",
+    **details: Any,
+) -> dict[str, Any]:
+    """The columns of one audit record, for a statement that writes it together with other
+    rows (``broker.login_session`` on PostgreSQL); ``record`` writes one on its own."""
+    return {
+        "tenant": tenant,
+        "event": event,
+        "actor_type": actor_type,
+        "actor_id": None if actor_id is None else str(actor_id),
+        "target_user_id": target_user_id,
+        "source_address": source_address,
+        "reason": reason,
+        "outcome": outcome,
+        "details": details,
+    }

@@ -6,22 +6,69 @@ new password, support, or logout revokes rows, and the next request sees it.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
+from . import audit
+from .attempts import USER_COUNTER, record_login_success
 from .config import TenantConfig
-from .models import LoginSession, User, utcnow
+from .models import AuditEvent, LoginSession, User, utcnow
 from .security import new_token, sha256_hex
 
-_INSERT_SESSION = insert(LoginSession.__table__).returning(LoginSession.__table__.c.id)
+_SESSIONS, _USERS, _AUDIT = LoginSession.__table__, User.__table__, AuditEvent.__table__
+_SESSION_COLUMNS = ("token_sha256", "tenant", "user_id", "auth_time", "amr", "acr", "remember",
+                    "expires_at", "created_at")
+_AUDIT_COLUMNS = ("at", "tenant", "event", "actor_type", "actor_id", "target_user_id",
+                  "source_address", "reason", "outcome", "details")
+
+_INSERT_SESSION = insert(_SESSIONS).returning(_SESSIONS.c.id)
 _STAMP_LAST_LOGIN = (
-    update(User.__table__)
-    .where(User.__table__.c.id == bindparam("user"))
-    .values(last_login_at=bindparam("now"))
+    update(_USERS).where(_USERS.c.id == bindparam("user")).values(last_login_at=bindparam("now"))
 )
+
+
+def _start_after_password() -> Any:
+    """PostgreSQL: a right password's bookkeeping and the new session in one statement, so
+    one round trip instead of four. The session row is the INSERT; the user's attempt counter
+    reset (``USER_COUNTER.reset``) with the last-login stamp, and the audit record, are
+    data-modifying CTEs. Every value is a named parameter that matches no column name:
+    SQLAlchemy adds a parameter named like a column to the SET of an UPDATE in the statement."""
+    accepted = USER_COUNTER.reset.values(last_login_at=bindparam("stamp_now")).cte("accepted")
+    audited = insert(_AUDIT).values(
+        {column: bindparam(f"audit_{column}") for column in _AUDIT_COLUMNS}
+    ).cte("audited")
+    return (
+        insert(_SESSIONS)
+        .values({column: bindparam(f"session_{column}") for column in _SESSION_COLUMNS})
+        .add_cte(accepted)
+        .add_cte(audited)
+        .returning(_SESSIONS.c.id)
+    )
+
+
+_START_AFTER_PASSWORD = _start_after_password()
+
+
+@dataclass(frozen=True)
+class PasswordAccepted:
+    """What a right password leaves to write: the user's attempt counter reset and the
+    ``login_succeeded`` audit record (``flows.password_login`` builds it). ``start`` writes it
+    with the session, one statement on PostgreSQL; when no session starts yet (a second factor
+    is due), ``write`` writes it at once. Until one of the two runs, the counter still holds
+    the try this login took."""
+
+    user_id: int
+    audit_entry: dict[str, Any]
+    at: datetime
+
+    def write(self, db: Session) -> None:
+        record_login_success(db, self.user_id)
+        audit.record_entry(db, {**self.audit_entry, "at": self.at})
 
 
 # Every page of a signed-in browser runs this one: built once (building costs more than running).
@@ -50,8 +97,10 @@ def start(
     amr: list[str],
     acr: str = "low",
     remember: bool = False,
+    accepted: PasswordAccepted | None = None,
 ) -> tuple[LoginSession, str]:
-    """Open a session for ``user``; returns the row and the token for the cookie."""
+    """Open a session for ``user``; returns the row and the token for the cookie. With
+    ``accepted``, the right password's bookkeeping is written in the same statement."""
     token = new_token()
     now = utcnow()
     if remember:
@@ -69,11 +118,23 @@ def start(
         "expires_at": now + lifetime,
         "created_at": now,
     }
-    # Two Core statements instead of an ORM flush (a login's largest cost after argon2); the
-    # row is then attached to ``db`` as persistent, so later edits to it are saved as usual.
+    # Core statements instead of an ORM flush (a login's largest cost after argon2); the row
+    # is then attached to ``db`` as persistent, so later edits to it are saved as usual. Each
+    # network round trip costs more than its CPU here: the worker's other threads run argon2
+    # meanwhile, and the request resumes with cold caches (BENCHMARKS.md).
     connection = db.connection()
-    login_id = connection.execute(_INSERT_SESSION, values).scalar_one()
-    connection.execute(_STAMP_LAST_LOGIN, {"user": user.id, "now": now})
+    if accepted is not None and connection.dialect.name == "postgresql":
+        login_id = connection.execute(_START_AFTER_PASSWORD, {
+            "row": accepted.user_id, "stamp_now": now,
+            **{f"session_{column}": values[column] for column in _SESSION_COLUMNS},
+            **{f"audit_{column}": value for column, value in accepted.audit_entry.items()},
+            "audit_at": accepted.at,
+        }).scalar_one()
+    else:
+        if accepted is not None:
+            accepted.write(db)
+        login_id = connection.execute(_INSERT_SESSION, values).scalar_one()
+        connection.execute(_STAMP_LAST_LOGIN, {"user": user.id, "now": now})
     set_committed_value(user, "last_login_at", now)
     login = LoginSession(id=login_id, revoked_at=None, **values)
     make_transient_to_detached(login)

@@ -15,7 +15,10 @@ The order of steps is the security argument:
 ``authenticate_password`` commits the reservation before the verify, and a refusal's outcome.
 A success's bookkeeping (counter reset, audit record) is left to the caller's commit, so that
 it lands in one transaction with the login session the caller starts (one commit per login
-saved). The caller should not have uncommitted changes it might want to roll back.
+saved). The caller should not have uncommitted changes it might want to roll back. With
+``defer_bookkeeping`` it is not even written: the result carries it as ``accepted``, for
+``broker.login_session.start`` to write with the session (one statement on PostgreSQL), or
+for ``accepted.write`` when a second factor comes first.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from broker.attempts import (
     rule_from_config,
 )
 from broker.config import TenantConfig
+from broker.login_session import PasswordAccepted
 from broker.models import User, utcnow
 from broker.passwords import hash_password, needs_rehash, verify_password
 from broker.security import keyed_hmac
@@ -55,6 +59,7 @@ class PasswordLoginResult:
     outcome: Outcome
     user: User | None = None
     locked_until: datetime | None = None
+    accepted: PasswordAccepted | None = None  # ``ok`` with ``defer_bookkeeping``: not yet written
 
 
 def normalise_email(email: str) -> str:
@@ -77,8 +82,11 @@ def authenticate_password(
     hmac_key: str,
     public_url: str,
     now: datetime | None = None,
+    defer_bookkeeping: bool = False,
 ) -> PasswordLoginResult:
-    """Check one email + password guess at ``tenant``, counting it against the lockout."""
+    """Check one email + password guess at ``tenant``, counting it against the lockout.
+    ``defer_bookkeeping``: a success's counter reset and audit record are returned as
+    ``accepted`` instead of written; the caller must write them (module docstring)."""
     now = now or utcnow()
     email = normalise_email(email)
     rule = rule_from_config(tenant.lockout)
@@ -108,11 +116,11 @@ def authenticate_password(
             return PasswordLoginResult("locked", locked_until=locked_until)
         return PasswordLoginResult("invalid")
 
-    record_login_success(db, user.id)
     # ``user`` was read at the start of this request; its status is not read again here (one
     # query per login saved). A support action landing during the verify cannot be bypassed:
     # every later request loads the session joined with ``status = 'active'``.
     if user.status != "active":
+        record_login_success(db, user.id)
         outcome: Outcome = "not_activated" if user.status == "pending" else "disabled"
         _audit_failure(db, tenant, user.id, source_address, outcome.replace("_", " "))
         db.commit()
@@ -121,8 +129,7 @@ def authenticate_password(
         user.password_hash = hash_password(tenant, password)
     # last_login_at is stamped by ``broker.login_session.start`` once the login completes
     # (after any second factor), in the same transaction as the session.
-    audit.record(
-        db,
+    accepted = PasswordAccepted(user.id, audit.entry(
         "login_succeeded",
         tenant=tenant.slug,
         actor_type="user",
@@ -130,7 +137,10 @@ def authenticate_password(
         target_user_id=user.id,
         source_address=source_address,
         method="password",
-    )
+    ), at=utcnow())
+    if defer_bookkeeping:
+        return PasswordLoginResult("ok", user=user, accepted=accepted)
+    accepted.write(db)
     return PasswordLoginResult("ok", user=user)  # committed by the caller, with the session
 
 

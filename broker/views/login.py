@@ -95,14 +95,22 @@ def login_submit(tenant: str):  # type: ignore[no-untyped-def]
     result = authenticate_password(
         session, tenant_config, email, password,
         source_address=source_address(), hmac_key=config.hmac_key, public_url=config.public_url,
+        defer_bookkeeping=True,
     )
     if result.outcome != "ok" or result.user is None:
         session.commit()  # the failure count and any lock are part of the outcome
         return _render(tenant_config, flow, 401 if result.outcome == "invalid" else 403,
                        error=result.outcome, email=email, locked_until=result.locked_until)
-    # TOTP (views/account.py): when a second factor is due, the session waits for it.
+    # TOTP (views/account.py): when a second factor is due, the session waits for it; the
+    # right password's bookkeeping is written now, with the pending login.
+    from flows.totp import second_factor_needed
+
     from .account import second_factor_redirect
 
+    accepted = result.accepted
+    if accepted is not None and second_factor_needed(tenant_config, result.user):
+        accepted.write(session)  # committed with the pending login
+        accepted = None
     pending = second_factor_redirect(tenant_config, flow.id if flow else None, result.user,
                                      request.form.get("remember") == "on")
     if pending is not None:
@@ -110,7 +118,7 @@ def login_submit(tenant: str):  # type: ignore[no-untyped-def]
     # end TOTP
     login, token = login_session.start(
         session, tenant_config, result.user, amr=["pwd"], acr="low",
-        remember=request.form.get("remember") == "on",
+        remember=request.form.get("remember") == "on", accepted=accepted,
     )
     session.commit()
     return finish_login(tenant_config, flow, token, login)

@@ -1,0 +1,110 @@
+"""A right password's bookkeeping (attempt counter reset, last-login stamp, audit record) and
+the new login session: written together, in one statement on PostgreSQL, and never lost when a
+second factor comes first. On both backends, through the login page."""
+
+from __future__ import annotations
+
+import pyotp
+import pytest
+from sqlalchemy import event, select, update
+
+from broker.models import AuditEvent, LoginSession, User
+
+from .accounts_support import NO, code_in, db_session, last_mail, log_in, make_app, register
+
+EMAIL = "kari@example.no"
+WRONG = "Not-The-Password-1"
+
+
+@pytest.fixture
+def app(database_url):  # type: ignore[no-untyped-def]
+    """TOTP optional: a second factor is due only once the account has a TOTP secret."""
+    application = make_app(database_url, fjordvarme={"totp": "optional"})
+    client = application.test_client()
+    register(client, NO, EMAIL)
+    client.post(f"/t/{NO}/activate", data={"email": EMAIL,
+                                           "code": code_in(last_mail(application, EMAIL))})
+    yield application
+    application.extensions["broker"].engine.dispose()
+
+
+def _account(app):  # type: ignore[no-untyped-def]
+    with db_session(app) as db:
+        user = db.scalar(select(User).where(User.email == EMAIL))
+        sessions = db.scalars(select(LoginSession).where(LoginSession.user_id == user.id)).all()
+        successes = db.scalars(select(AuditEvent).where(
+            AuditEvent.event == "login_succeeded", AuditEvent.target_user_id == user.id)).all()
+        return user, list(sessions), list(successes)
+
+
+def _statements_of(app, send):  # type: ignore[no-untyped-def]
+    engine = app.extensions["broker"].engine
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        response = send()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return response, [s for s in statements if not s.startswith(("BEGIN", "PRAGMA"))]
+
+
+def test_a_right_password_resets_the_counter_stamps_audits_and_starts_one_session(app):
+    client = app.test_client()
+    for _ in range(2):
+        assert log_in(client, NO, EMAIL, WRONG).status_code == 401
+    before, sessions_before, audited_before = _account(app)
+    assert before.failed_logins == 2
+
+    assert log_in(client, NO, EMAIL).status_code == 302  # the third try: it also set the lock
+
+    after, sessions, audited = _account(app)
+    assert after.failed_logins == 0 and after.lock_count == 0 and after.locked_until is None
+    assert before.last_login_at is None or after.last_login_at > before.last_login_at
+    assert len(sessions) == len(sessions_before) + 1
+    assert sessions[-1].auth_time == after.last_login_at and sessions[-1].amr == ["pwd"]
+    assert len(audited) == len(audited_before) + 1
+    record = audited[-1]
+    assert (record.tenant, record.actor_type, record.actor_id, record.outcome) == (
+        NO, "user", str(after.id), "ok")
+    assert record.details == {"method": "password"} and record.source_address
+    # the counter really was reset, the lock lifted: two more wrong tries do not lock
+    for _ in range(2):
+        assert log_in(client, NO, EMAIL, WRONG).status_code == 401
+    assert log_in(client, NO, EMAIL).status_code == 302
+
+    response, statements = _statements_of(app, lambda: log_in(client, NO, EMAIL))
+    assert response.status_code == 302
+    if app.extensions["broker"].engine.dialect.name == "postgresql":
+        # the reservation, then bookkeeping and session together
+        assert len(statements) == 2, [s[:60] for s in statements]
+    else:
+        assert len(statements) == 6, [s[:60] for s in statements]
+
+
+def test_with_a_second_factor_due_the_bookkeeping_is_written_before_it_and_no_session_yet(app):
+    with db_session(app) as db, db.begin():
+        db.execute(update(User).where(User.email == EMAIL)
+                   .values(totp_secret=pyotp.random_base32(), failed_logins=2))
+    before, sessions_before, audited_before = _account(app)
+
+    response = log_in(app.test_client(), NO, EMAIL)
+    assert response.status_code == 302 and "/login/totp" in response.headers["Location"]
+
+    after, sessions, audited = _account(app)
+    assert after.failed_logins == 0  # the password was right: its counter is reset now
+    assert len(audited) == len(audited_before) + 1  # and audited, once
+    assert len(sessions) == len(sessions_before)  # not yet
+    assert after.last_login_at == before.last_login_at
+
+
+def test_a_wrong_password_writes_no_success(app):
+    client = app.test_client()
+    before, sessions_before, audited_before = _account(app)
+    assert log_in(client, NO, EMAIL, WRONG).status_code == 401
+    after, sessions, audited = _account(app)
+    assert after.failed_logins == 1 and after.last_login_at == before.last_login_at
+    assert (len(sessions), len(audited)) == (len(sessions_before), len(audited_before))
