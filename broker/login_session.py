@@ -123,6 +123,8 @@ def start(
     # network round trip costs more than its CPU here: the worker's other threads run argon2
     # meanwhile, and the request resumes with cold caches (BENCHMARKS.md).
     connection = db.connection()
+    if accepted is not None and accepted.user_id != user.id:
+        raise ValueError("the accepted password is another user's")
     if accepted is not None and connection.dialect.name == "postgresql":
         login_id = connection.execute(_START_AFTER_PASSWORD, {
             "row": accepted.user_id, "stamp_now": now,

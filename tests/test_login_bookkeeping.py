@@ -10,7 +10,16 @@ from sqlalchemy import event, select, update
 
 from broker.models import AuditEvent, LoginSession, User
 
-from .accounts_support import NO, code_in, db_session, last_mail, log_in, make_app, register
+from .accounts_support import (
+    GOOD_PASSWORD,
+    NO,
+    code_in,
+    db_session,
+    last_mail,
+    log_in,
+    make_app,
+    register,
+)
 
 EMAIL = "kari@example.no"
 WRONG = "Not-The-Password-1"
@@ -31,9 +40,11 @@ def app(database_url):  # type: ignore[no-untyped-def]
 def _account(app):  # type: ignore[no-untyped-def]
     with db_session(app) as db:
         user = db.scalar(select(User).where(User.email == EMAIL))
-        sessions = db.scalars(select(LoginSession).where(LoginSession.user_id == user.id)).all()
+        sessions = db.scalars(select(LoginSession).where(LoginSession.user_id == user.id)
+                              .order_by(LoginSession.id)).all()
         successes = db.scalars(select(AuditEvent).where(
-            AuditEvent.event == "login_succeeded", AuditEvent.target_user_id == user.id)).all()
+            AuditEvent.event == "login_succeeded", AuditEvent.target_user_id == user.id)
+            .order_by(AuditEvent.id)).all()
         return user, list(sessions), list(successes)
 
 
@@ -62,7 +73,8 @@ def test_a_right_password_resets_the_counter_stamps_audits_and_starts_one_sessio
     assert log_in(client, NO, EMAIL).status_code == 302  # the third try: it also set the lock
 
     after, sessions, audited = _account(app)
-    assert after.failed_logins == 0 and after.lock_count == 0 and after.locked_until is None
+    assert after.failed_logins == 0 and after.lock_count == 0
+    assert after.locked_until is None and after.locked_at is None
     assert before.last_login_at is None or after.last_login_at > before.last_login_at
     assert len(sessions) == len(sessions_before) + 1
     assert sessions[-1].auth_time == after.last_login_at and sessions[-1].amr == ["pwd"]
@@ -86,12 +98,14 @@ def test_a_right_password_resets_the_counter_stamps_audits_and_starts_one_sessio
 
 
 def test_with_a_second_factor_due_the_bookkeeping_is_written_before_it_and_no_session_yet(app):
+    secret = pyotp.random_base32()
     with db_session(app) as db, db.begin():
         db.execute(update(User).where(User.email == EMAIL)
-                   .values(totp_secret=pyotp.random_base32(), failed_logins=2))
+                   .values(totp_secret=secret, failed_logins=2))
     before, sessions_before, audited_before = _account(app)
+    client = app.test_client()
 
-    response = log_in(app.test_client(), NO, EMAIL)
+    response = log_in(client, NO, EMAIL)
     assert response.status_code == 302 and "/login/totp" in response.headers["Location"]
 
     after, sessions, audited = _account(app)
@@ -99,6 +113,41 @@ def test_with_a_second_factor_due_the_bookkeeping_is_written_before_it_and_no_se
     assert len(audited) == len(audited_before) + 1  # and audited, once
     assert len(sessions) == len(sessions_before)  # not yet
     assert after.last_login_at == before.last_login_at
+
+    step = client.post(f"/t/{NO}/login/totp", data={"code": pyotp.TOTP(secret).now()})
+    assert step.status_code == 302
+    done, sessions, audited = _account(app)
+    assert len(sessions) == len(sessions_before) + 1 and sessions[-1].amr == ["pwd", "otp"]
+    assert done.last_login_at == sessions[-1].auth_time
+    assert len(audited) == len(audited_before) + 1  # the password's success, not again
+
+
+@pytest.mark.parametrize("status", ["pending", "disabled"])
+def test_a_right_password_at_an_account_that_may_not_log_in_still_resets_its_counter(
+    app, status
+):
+    with db_session(app) as db, db.begin():
+        db.execute(update(User).where(User.email == EMAIL)
+                   .values(status=status, failed_logins=2))
+    _, sessions_before, audited_before = _account(app)
+    assert log_in(app.test_client(), NO, EMAIL).status_code == 403
+    after, sessions, audited = _account(app)
+    assert after.failed_logins == 0
+    assert (len(sessions), len(audited)) == (len(sessions_before), len(audited_before))
+
+
+def test_a_hash_with_old_parameters_is_replaced_in_the_same_login(app):
+    from argon2 import PasswordHasher
+
+    old = PasswordHasher(time_cost=2, memory_cost=8192, parallelism=1).hash(GOOD_PASSWORD)
+    with db_session(app) as db, db.begin():
+        db.execute(update(User).where(User.email == EMAIL)
+                   .values(password_hash=old, failed_logins=1))
+    _, sessions_before, _ = _account(app)
+    assert log_in(app.test_client(), NO, EMAIL).status_code == 302
+    after, sessions, _ = _account(app)
+    assert after.password_hash.startswith("$argon2id$v=19$m=8192,t=1,")  # the tenant's now
+    assert after.failed_logins == 0 and len(sessions) == len(sessions_before) + 1
 
 
 def test_a_wrong_password_writes_no_success(app):
