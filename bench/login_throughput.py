@@ -18,6 +18,9 @@ thread (a user's logins are serialised by its attempt counter, as they should be
 Each round also splits the worker's CPU per login by thread (/proc/<worker>/task): the argon2
 thread's against a raw verify (how much slower argon2 runs inside a busy worker), and the
 other threads' (the rest of the request; ``login_floor.py`` measures it without argon2).
+argon2's share of the worker's CPU is the steadiest figure: its two parts are measured over
+the same seconds, while the raw rate is measured between the rounds and this machine's speed
+moves by 10-20 % within seconds.
 
 The ratio logins / argon2 verifies is given per round (against the raw rates right before and
 after it: this machine's speed drifts within a minute) and as the median of the rounds, per
@@ -167,7 +170,7 @@ def main() -> None:
           + ", ".join(f"{wall:.1f}/s ({cpu:.1f} per CPU-s)" for wall, cpu in raws))
     ratios: dict[str, tuple[list[float], list[float]]] = {}
     for name, parts in rounds.items():
-        wall_ratios, cpu_ratios, slowdowns, rests = [], [], [], []
+        wall_ratios, cpu_ratios, slowdowns, rests, shares = [], [], [], [], []
         for index, part in enumerate(parts):
             # Each round against the raw rate measured right before and right after it: this
             # machine's speed drifts by more than the effect we measure.
@@ -178,6 +181,7 @@ def main() -> None:
             argon2_ms, rest_ms = split_login_cpu(part)
             slowdowns.append(argon2_ms * raw_cpu / 1000 - 1)
             rests.append(rest_ms)
+            shares.append(argon2_ms / (argon2_ms + rest_ms))
             print(f"round {index + 1} ({name}): HTTP password logins, 1 worker on CPU "
                   f"{args.cpu}, {args.threads} client threads: {part.summary()}; ratio wall "
                   f"{wall_ratios[-1]:.3f}, per CPU-second {cpu_ratios[-1]:.3f}; per login: "
@@ -194,7 +198,10 @@ def main() -> None:
               f"{statistics.median(cpu_ratios):.3f}  (target >= 0.9)")
         print(f"where a login's CPU goes ({name}), medians of the rounds: the argon2 thread "
               f"{statistics.median(slowdowns):+.1%} on a raw verify; the other threads "
-              f"{statistics.median(rests):.2f} ms")
+              f"{statistics.median(rests):.2f} ms; argon2's share of the worker's CPU "
+              f"{statistics.median(shares):.3f} (the ratio, were argon2 as fast in the worker "
+              "as alone; both parts are measured in the same seconds, so the machine's drift "
+              "cancels)")
         end, peak = rss_end[name]
         print(f"worker RSS ({name}): {rss_warm[name]:.0f} MiB after warm-up, {end:.0f} MiB "
               f"after the run, peak {peak:.0f} MiB  (target <= 150 MB)")
