@@ -394,6 +394,19 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the broker with MALLOC_MMAP_THRESHOLD_=BYTES (e.g. 1048576)")
 
 
+def add_against_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--against", type=Path, default=None, metavar="DIR",
+                        help="also run the broker of another checkout, round by round")
+
+
+def versions_to_run(args: argparse.Namespace) -> dict[str, Path]:
+    """``this`` checkout, and the one ``--against`` names: run side by side, round by round."""
+    versions = {"this": ROOT}
+    if args.against is not None:
+        versions["against"] = args.against.resolve()
+    return versions
+
+
 def print_run_header() -> None:
     """Date, machine and command first: every figure is read with them (BENCHMARKS.md)."""
     import datetime

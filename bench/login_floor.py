@@ -28,8 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
-import requests  # noqa: E402
-from login_throughput import PASSWORD, seed_users  # noqa: E402
+from login_throughput import PASSWORD, login_job_for, seed_users  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "no_argon2"))
 from sitecustomize import floor_hash  # noqa: E402
@@ -37,34 +36,17 @@ from sitecustomize import floor_hash  # noqa: E402
 NO_ARGON2 = Path(__file__).resolve().parent / "no_argon2"
 
 
-def login_job_for(server: harness.BrokerServer, emails: list[str]):  # type: ignore[no-untyped-def]
-    login_url = f"{server.issuer()}/login"
-
-    def login_job(index: int):  # type: ignore[no-untyped-def]
-        def job(browser: requests.Session) -> None:
-            browser.cookies.clear()
-            answer = browser.post(login_url, data={"email": emails[index], "password": PASSWORD},
-                                  allow_redirects=False, timeout=30)
-            if answer.status_code != 302 or "bsid_" not in answer.headers.get("Set-Cookie", ""):
-                raise RuntimeError(f"login answered {answer.status_code}")
-        return job
-    return login_job
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--against", type=Path, default=None, metavar="DIR",
-                        help="also run the broker of another checkout, round by round")
+    harness.add_against_argument(parser)
     harness.add_worker_arguments(parser)
     args = parser.parse_args()
 
     harness.print_run_header()
-    versions = {"this": harness.ROOT}
-    if args.against is not None:
-        versions["against"] = args.against.resolve()
+    versions = harness.versions_to_run(args)
     rounds: dict[str, list[harness.LoadResult]] = {name: [] for name in versions}
     with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as stack:
         servers, emails = {}, {}

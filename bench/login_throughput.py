@@ -69,6 +69,21 @@ def raw_argon2_rate(stored_hash: str, tenant, seconds: float) -> tuple[float, fl
     return count / wall, count / (time.thread_time() - cpu_started)
 
 
+def login_job_for(server: harness.BrokerServer, emails: list[str]):  # type: ignore[no-untyped-def]
+    """Client thread ``index`` logs in as ``emails[index]``, again and again (closed loop)."""
+    login_url = f"{server.issuer()}/login"
+
+    def login_job(index: int):  # type: ignore[no-untyped-def]
+        def job(browser: requests.Session) -> None:
+            browser.cookies.clear()
+            answer = browser.post(login_url, data={"email": emails[index], "password": PASSWORD},
+                                  allow_redirects=False, timeout=30)
+            if answer.status_code != 302 or "bsid_" not in answer.headers.get("Set-Cookie", ""):
+                raise RuntimeError(f"login answered {answer.status_code}")
+        return job
+    return login_job
+
+
 def split_login_cpu(part: harness.LoadResult) -> tuple[float, float]:
     """(argon2 thread, all other threads) CPU ms per login. The worker is pinned to one CPU,
     so it hashes on one thread (broker/passwords.py), which is by far its busiest."""
@@ -100,15 +115,12 @@ def main() -> None:
     parser.add_argument("--raw-seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=4,
                         help="login rounds, each between two raw argon2 measurements")
-    parser.add_argument("--against", type=Path, default=None, metavar="DIR",
-                        help="also run the broker of another checkout, round by round")
+    harness.add_against_argument(parser)
     harness.add_worker_arguments(parser)
     args = parser.parse_args()
 
     harness.print_run_header()
-    versions = {"this": harness.ROOT}
-    if args.against is not None:
-        versions["against"] = args.against.resolve()
+    versions = harness.versions_to_run(args)
     with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as stack:
         servers = {}
         for name, root in versions.items():
@@ -128,26 +140,11 @@ def main() -> None:
         print(f"tenant argon2id: time_cost={tenant.argon2_time_cost} "
               f"memory_kib={tenant.argon2_memory_kib} parallelism={tenant.argon2_parallelism}")
 
-        def login_job_for(name: str):  # type: ignore[no-untyped-def]
-            login_url = f"{servers[name].issuer()}/login"
-
-            def login_job(index: int):  # type: ignore[no-untyped-def]
-                def job(browser: requests.Session) -> None:
-                    browser.cookies.clear()
-                    answer = browser.post(login_url, data={"email": emails[name][index],
-                                                           "password": PASSWORD},
-                                          allow_redirects=False, timeout=30)
-                    if answer.status_code != 302 or "bsid_" not in answer.headers.get(
-                            "Set-Cookie", ""):
-                        raise RuntimeError(f"login answered {answer.status_code}")
-                return job
-            return login_job
-
         harness.pin_this_thread(harness.other_cpus(args.cpu))
         rss_warm = {}
         for name, server in servers.items():
-            warm = harness.closed_loop(server, args.threads, make_job=login_job_for(name),
-                                       duration=3)
+            warm = harness.closed_loop(server, args.threads,
+                                       make_job=login_job_for(server, emails[name]), duration=3)
             rss_warm[name] = server.worker_memory_mib()[0]
             print(f"warm-up ({name}): {warm.summary()}")
 
@@ -160,7 +157,8 @@ def main() -> None:
             order = list(servers) if number % 2 == 0 else list(reversed(servers))
             for name in order:
                 rounds[name].append(harness.closed_loop(
-                    servers[name], args.threads, make_job=login_job_for(name),
+                    servers[name], args.threads,
+                    make_job=login_job_for(servers[name], emails[name]),
                     duration=args.seconds / args.rounds))
         harness.pin_this_thread({args.cpu})
         raws.append(raw_argon2_rate(stored, tenant, args.raw_seconds))

@@ -18,25 +18,11 @@ from .models import AuditEvent
 _INSERT = insert(AuditEvent.__table__)
 
 
-def record(
-    db: Session,
-    event: str,
-    *,
-    tenant: str | None,
-    actor_type: str = "system",
-    actor_id: str | int | None = None,
-    target_user_id: int | None = None,
-    source_address: str | None = None,
-    reason: str | None = None,
-    outcome: str = "ok",
-    **details: Any,
-) -> None:
-    """Write one audit record in ``db``'s transaction. ``details`` carry ids, never personal
-    data. Ids of rows made in the same transaction must be flushed first (they are: an id is
-    only known after its flush)."""
-    record_entry(db, entry(event, tenant=tenant, actor_type=actor_type, actor_id=actor_id,
-                           target_user_id=target_user_id, source_address=source_address,
-                           reason=reason, outcome=outcome, **details))
+def record(db: Session, event: str, **fields: Any) -> None:
+    """Write one audit record in ``db``'s transaction; ``fields`` as for ``entry``. Ids of
+    rows made in the same transaction must be flushed first (they are: an id is only known
+    after its flush)."""
+    record_entry(db, entry(event, **fields))
 
 
 def record_entry(db: Session, columns: dict[str, Any]) -> None:
@@ -56,8 +42,8 @@ def entry(
     outcome: str = "ok",
     **details: Any,
 ) -> dict[str, Any]:
-    """The columns of one audit record, for a statement that writes it together with other
-    rows (``broker.login_session`` on PostgreSQL); ``record`` writes one on its own."""
+    """The columns of one audit record. ``details`` carry ids, never personal data. ``record``
+    writes it on its own; ``broker.login_session`` together with other rows (PostgreSQL)."""
     return {
         "tenant": tenant,
         "event": event,
