@@ -109,14 +109,19 @@ def _log_in(tenant: TenantConfig, user: User, authorize_flow_id: str | None, *,
 
 def second_factor_redirect(tenant: TenantConfig, authorize_flow_id: str | None, user: User,
                            remember: bool, *, amr: list[str] | None = None,
-                           acr: str = "low") -> Response | None:
+                           acr: str = "low",
+                           accepted: login_session.PasswordAccepted | None = None,
+                           ) -> Response | None:
     """Called after a right first factor (the login page's password, an upstream login that
     linked an existing account): None when no second factor is due, else a redirect to the
     TOTP step with the pending login (and the first factor's ``amr``/``acr``) stored
-    server-side."""
+    server-side. ``accepted`` (a password's bookkeeping) is then written with it; when None
+    is returned it is left to ``login_session.start``."""
     if not totp.second_factor_needed(tenant, user):
         return None
     session = db()
+    if accepted is not None:
+        accepted.write(session)
     pending = totp.start_pending_login(session, tenant, user,
                                        authorize_flow_id=authorize_flow_id, remember=remember,
                                        amr=amr, acr=acr)

@@ -102,23 +102,19 @@ def login_submit(tenant: str):  # type: ignore[no-untyped-def]
         return _render(tenant_config, flow, 401 if result.outcome == "invalid" else 403,
                        error=result.outcome, email=email, locked_until=result.locked_until)
     # TOTP (views/account.py): when a second factor is due, the session waits for it; the
-    # right password's bookkeeping is written now, with the pending login.
-    from flows.totp import second_factor_needed
-
+    # right password's bookkeeping is then written with the pending login, else with the
+    # session.
     from .account import second_factor_redirect
 
-    accepted = result.accepted
-    if accepted is not None and second_factor_needed(tenant_config, result.user):
-        accepted.write(session)  # committed with the pending login
-        accepted = None
     pending = second_factor_redirect(tenant_config, flow.id if flow else None, result.user,
-                                     request.form.get("remember") == "on")
+                                     request.form.get("remember") == "on",
+                                     accepted=result.accepted)
     if pending is not None:
         return pending
     # end TOTP
     login, token = login_session.start(
         session, tenant_config, result.user, amr=["pwd"], acr="low",
-        remember=request.form.get("remember") == "on", accepted=accepted,
+        remember=request.form.get("remember") == "on", accepted=result.accepted,
     )
     session.commit()
     return finish_login(tenant_config, flow, token, login)
