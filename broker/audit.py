@@ -16,6 +16,9 @@ from sqlalchemy.orm import Session
 from .models import AuditEvent
 
 _INSERT = insert(AuditEvent.__table__)
+# What ``entry`` gives, with ``at`` (which ``record`` leaves to the column's default).
+ENTRY_COLUMNS = ("at", "tenant", "event", "actor_type", "actor_id", "target_user_id",
+                 "source_address", "reason", "outcome", "details")
 
 
 def record(db: Session, event: str, **fields: Any) -> None:

@@ -7,7 +7,7 @@ new password, support, or logout revokes rows, and the next request sees it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
@@ -23,8 +23,6 @@ from .security import new_token, sha256_hex
 _SESSIONS, _USERS, _AUDIT = LoginSession.__table__, User.__table__, AuditEvent.__table__
 _SESSION_COLUMNS = ("token_sha256", "tenant", "user_id", "auth_time", "amr", "acr", "remember",
                     "expires_at", "created_at")
-_AUDIT_COLUMNS = ("at", "tenant", "event", "actor_type", "actor_id", "target_user_id",
-                  "source_address", "reason", "outcome", "details")
 
 _INSERT_SESSION = insert(_SESSIONS).returning(_SESSIONS.c.id)
 _STAMP_LAST_LOGIN = (
@@ -40,7 +38,7 @@ def _start_after_password() -> Any:
     SQLAlchemy adds a parameter named like a column to the SET of an UPDATE in the statement."""
     accepted = USER_COUNTER.reset.values(last_login_at=bindparam("stamp_now")).cte("accepted")
     audited = insert(_AUDIT).values(
-        {column: bindparam(f"audit_{column}") for column in _AUDIT_COLUMNS}
+        {column: bindparam(f"audit_{column}") for column in audit.ENTRY_COLUMNS}
     ).cte("audited")
     return (
         insert(_SESSIONS)
@@ -63,12 +61,11 @@ class PasswordAccepted:
     the try this login took."""
 
     user_id: int
-    audit_entry: dict[str, Any]
-    at: datetime
+    audit_entry: dict[str, Any]  # ``audit.entry``'s columns, ``at`` included
 
     def write(self, db: Session) -> None:
         record_login_success(db, self.user_id)
-        audit.record_entry(db, {**self.audit_entry, "at": self.at})
+        audit.record_entry(db, self.audit_entry)
 
 
 # Every page of a signed-in browser runs this one: built once (building costs more than running).
@@ -130,7 +127,6 @@ def start(
             "row": accepted.user_id, "stamp_now": now,
             **{f"session_{column}": values[column] for column in _SESSION_COLUMNS},
             **{f"audit_{column}": value for column, value in accepted.audit_entry.items()},
-            "audit_at": accepted.at,
         }).scalar_one()
     else:
         if accepted is not None:

@@ -129,7 +129,7 @@ def authenticate_password(
         user.password_hash = hash_password(tenant, password)
     # last_login_at is stamped by ``broker.login_session.start`` once the login completes
     # (after any second factor), in the same transaction as the session.
-    accepted = PasswordAccepted(user.id, audit.entry(
+    accepted = PasswordAccepted(user.id, {"at": utcnow(), **audit.entry(
         "login_succeeded",
         tenant=tenant.slug,
         actor_type="user",
@@ -137,7 +137,7 @@ def authenticate_password(
         target_user_id=user.id,
         source_address=source_address,
         method="password",
-    ), at=utcnow())
+    )})
     if defer_bookkeeping:
         return PasswordLoginResult("ok", user=user, accepted=accepted)
     accepted.write(db)

@@ -48,6 +48,11 @@ def _account(app):  # type: ignore[no-untyped-def]
         return user, list(sessions), list(successes)
 
 
+def _set_account(app, **values):  # type: ignore[no-untyped-def]
+    with db_session(app) as db, db.begin():
+        db.execute(update(User).where(User.email == EMAIL).values(**values))
+
+
 def _statements_of(app, send):  # type: ignore[no-untyped-def]
     engine = app.extensions["broker"].engine
     statements: list[str] = []
@@ -99,9 +104,7 @@ def test_a_right_password_resets_the_counter_stamps_audits_and_starts_one_sessio
 
 def test_with_a_second_factor_due_the_bookkeeping_is_written_before_it_and_no_session_yet(app):
     secret = pyotp.random_base32()
-    with db_session(app) as db, db.begin():
-        db.execute(update(User).where(User.email == EMAIL)
-                   .values(totp_secret=secret, failed_logins=2))
+    _set_account(app, totp_secret=secret, failed_logins=2)
     before, sessions_before, audited_before = _account(app)
     client = app.test_client()
 
@@ -126,9 +129,7 @@ def test_with_a_second_factor_due_the_bookkeeping_is_written_before_it_and_no_se
 def test_a_right_password_at_an_account_that_may_not_log_in_still_resets_its_counter(
     app, status
 ):
-    with db_session(app) as db, db.begin():
-        db.execute(update(User).where(User.email == EMAIL)
-                   .values(status=status, failed_logins=2))
+    _set_account(app, status=status, failed_logins=2)
     _, sessions_before, audited_before = _account(app)
     assert log_in(app.test_client(), NO, EMAIL).status_code == 403
     after, sessions, audited = _account(app)
@@ -140,9 +141,7 @@ def test_a_hash_with_old_parameters_is_replaced_in_the_same_login(app):
     from argon2 import PasswordHasher
 
     old = PasswordHasher(time_cost=2, memory_cost=8192, parallelism=1).hash(GOOD_PASSWORD)
-    with db_session(app) as db, db.begin():
-        db.execute(update(User).where(User.email == EMAIL)
-                   .values(password_hash=old, failed_logins=1))
+    _set_account(app, password_hash=old, failed_logins=1)
     _, sessions_before, _ = _account(app)
     assert log_in(app.test_client(), NO, EMAIL).status_code == 302
     after, sessions, _ = _account(app)
