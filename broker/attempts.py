@@ -8,28 +8,39 @@ many broker processes check guesses at once:
    statement). PostgreSQL's row lock makes concurrent reservations queue and re-read the row,
    SQLite's ``BEGIN IMMEDIATE`` serialises writers, so exactly ``max_attempts`` succeed.
 2. The reservation that takes the last try also sets the lock (with growth) in the same
-   transaction. If its guess turns out right, ``record_success`` lifts it again; if it was wrong
-   the lock is already in place, and a crash between the two steps can only leave the account
-   locked (temporarily, or until the emailed link or support unlocks it), never open.
+   statement: ``CASE`` picks the lock's end among those the rule gives (bound as parameters,
+   ``policies.lockout.lock_durations``) by the lock count the row holds. If its guess turns
+   out right, ``record_success`` lifts it again; if it was wrong the lock is already in place,
+   and a crash between the two steps can only leave the account locked (temporarily, or until
+   the emailed link or support unlocks it), never open.
 
-Commit the reservation before checking the secret (``authenticate_password`` does): the
-attempt then stays counted even if the request dies, and the row lock is not held during a
-slow hash. The counters for keys live in ``attempt_counters``; a user's password counter
-lives on the ``users`` row (``failed_logins``, ``lock_count``, ``locked_at``, ``locked_until``).
+A reservation is one statement, so it needs no transaction of its own: it can run alone, in
+autocommit, one network round trip. Commit it before checking the secret
+(``authenticate_password`` does): the attempt then stays counted even if the request dies, and
+the row lock is not held during a slow hash. The counters for keys live in
+``attempt_counters``; a user's password counter lives on the ``users`` row
+(``failed_logins``, ``lock_count``, ``locked_at``, ``locked_until``).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, delete, or_, select, true, update
+from sqlalchemy import Integer, Table, and_, bindparam, case, delete, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from policies.lockout import LockoutRule, decide_after_failure, is_locked
+from policies.lockout import (
+    LOCKED_UNTIL_UNLOCKED,
+    LockoutRule,
+    decide_after_failure,
+    is_locked,
+    lock_durations,
+)
 
 from .config import LockoutConfig
 from .models import AttemptCounter, User, utcnow
@@ -65,45 +76,71 @@ class AttemptReservation:
     last_attempt: bool = False
 
 
+LOCK_ENDS = 16
+"""The most lock ends one reservation carries. A rule whose locks grow to their cap in more
+steps (a growth factor under about 1.35 for the defaults) gets later locks at the cap, then
+corrected to the exact end by a second statement: the lock is in place throughout."""
+
+
 class _Counter:
-    """Where one counter lives (a row of a table, the names of its columns), with its four
+    """Where one counter lives (a row of a table, the names of its columns), with its
     statements built once: building a statement costs more CPU than running it, and a login
-    runs two of them."""
+    runs two of them. A reservation's statement depends on how many lock ends its rule has
+    (``policies.lockout.lock_durations``), so there is one per count, built on first use."""
 
     def __init__(self, table: Table, id_column: str, failures: str, stamp: str, *,
                  stamp_on_lock_only: bool) -> None:
         c = table.c
+        self._table, self._failures, self._stamp = table, failures, stamp
+        self._stamp_on_lock_only = stamp_on_lock_only
         row = c[id_column] == bindparam("row")
-        now = bindparam("now")
-        lock_expired = and_(c.locked_until.is_not(None), c.locked_until <= now)
-        taken: dict[str, Any] = {
-            # An expired lock starts a fresh allowance; growth is kept until a success.
-            failures: case((lock_expired, 1), else_=c[failures] + 1),
-            "locked_until": None,
-        }
-        if not stamp_on_lock_only:
-            taken[stamp] = now
-        self._table, self.taken = table, taken
+        now = bindparam("now", type_=c.locked_until.type)
         self.unlocked = or_(c.locked_until.is_(None), c.locked_until <= now)
-        self._counts = (c[failures], c.lock_count)
-        self.reserve = self.reserve_where(row)
-        self.lock = update(table).where(row).values(
-            {"lock_count": bindparam("lock_count"), "locked_until": bindparam("locked_until"),
-             stamp: now}
-        )
+        self._counts = (c[failures], c.lock_count, c.locked_until)
+        self._reservations: dict[int, Any] = {}
+        self._row = row
+        self.exact_end = update(table).where(row).values(locked_until=bindparam("exact_end"))
         self.current_lock = select(c.locked_until).where(row)
         self.reset = update(table).where(row).values(
             {failures: 0, "lock_count": 0, "locked_until": None,
              stamp: None if stamp_on_lock_only else now}
         )
 
-    def reserve_where(self, *where: Any, returning: tuple[Any, ...] = ()) -> Any:
-        """The reservation for the row(s) ``where`` selects, returning the new count and lock
-        count first, then ``returning``; a locked row is left alone and returns nothing."""
+    def taken(self, ends: int) -> dict[str, Any]:
+        """The SET of a reservation: take one try and, when it is the last, lock in the same
+        statement. ``ends``: how many lock ends are bound (``lock_end_1`` ...); the lock count
+        the row had picks one (``_lock_parameters``)."""
+        c = self._table.c
+        now = bindparam("now", type_=c.locked_until.type)
+        lock_expired = and_(c.locked_until.is_not(None), c.locked_until <= now)
+        # An expired lock starts a fresh allowance; growth is kept until a success.
+        failures = case((lock_expired, 1), else_=c[self._failures] + 1)
+        locking = failures >= bindparam("max_attempts", type_=Integer)
+        end = [bindparam(f"lock_end_{n}", type_=c.locked_until.type) for n in range(1, ends + 1)]
+        lock_end = case(dict(enumerate(end[:-1])), value=c.lock_count, else_=end[-1]) \
+            if ends > 1 else end[0]
+        return {
+            self._failures: failures,
+            "lock_count": case((locking, c.lock_count + 1), else_=c.lock_count),
+            "locked_until": case((locking, lock_end), else_=None),
+            self._stamp: case((locking, now), else_=c[self._stamp])
+            if self._stamp_on_lock_only else now,
+        }
+
+    def reserve(self, ends: int) -> Any:
+        """The reservation of the row named ``row``."""
+        if ends not in self._reservations:
+            self._reservations[ends] = self.reserve_where(self._row, ends=ends)
+        return self._reservations[ends]
+
+    def reserve_where(self, *where: Any, ends: int, returning: tuple[Any, ...] = ()) -> Any:
+        """The reservation for the row(s) ``where`` selects, returning the new count, lock
+        count and lock end first, then ``returning``; a locked row is left alone and returns
+        nothing."""
         return (
             update(self._table)
             .where(*where, self.unlocked)
-            .values(self.taken)
+            .values(self.taken(ends))
             .returning(*self._counts, *returning)
         )
 
@@ -112,26 +149,50 @@ KEY_COUNTER = _Counter(ATTEMPTS, "key", "failures", "updated_at", stamp_on_lock_
 USER_COUNTER = _Counter(USERS, "id", "failed_logins", "locked_at", stamp_on_lock_only=True)
 
 
+@functools.lru_cache(maxsize=64)
+def _lock_plan(rule: LockoutRule) -> tuple[tuple[timedelta | None, ...], bool]:
+    return lock_durations(rule, LOCK_ENDS)
+
+
+def _lock_parameters(rule: LockoutRule, now: datetime) -> dict[str, Any]:
+    """The rule's parameters of a reservation: the allowance, and when locks 1, 2, ... that
+    start ``now`` end."""
+    durations, _ = _lock_plan(rule)
+    parameters: dict[str, Any] = {"max_attempts": rule.max_attempts, "now": now}
+    for number, duration in enumerate(durations, 1):
+        parameters[f"lock_end_{number}"] = (
+            LOCKED_UNTIL_UNLOCKED if duration is None else now + duration
+        )
+    return parameters
+
+
+def _ends(rule: LockoutRule) -> int:
+    return len(_lock_plan(rule)[0])
+
+
 def _reserve(
     db: Session, counter: _Counter, row: Any, rule: LockoutRule, now: datetime
 ) -> AttemptReservation:
     connection = db.connection()
-    taken = connection.execute(counter.reserve, {"row": row, "now": now}).first()
+    taken = connection.execute(
+        counter.reserve(_ends(rule)), {"row": row, **_lock_parameters(rule, now)}
+    ).first()
     if taken is None:
         current = connection.execute(counter.current_lock, {"row": row}).scalar()
         return AttemptReservation(allowed=False, locked_until=current)
-    count, locks = taken
-    return _decide(connection, counter, row, rule, count, locks, now)
+    count, locks, locked_until = taken
+    return _decide(connection, counter, row, rule, count, locks, locked_until, now)
 
 
 def _decide(connection: Any, counter: _Counter, row: Any, rule: LockoutRule, count: int,
-            locks: int, now: datetime) -> AttemptReservation:
-    """After a reservation took try number ``count``: lock now if it was the last one."""
-    decision = decide_after_failure(rule, failures=count, lock_count=locks, now=now)
-    if not decision.locked:
+            locks: int, locked_until: datetime | None, now: datetime) -> AttemptReservation:
+    """After a reservation took try number ``count`` (and locked, if it was the last)."""
+    if locked_until is None:
         return AttemptReservation(allowed=True, attempts_left=rule.max_attempts - count)
-    connection.execute(counter.lock, {"row": row, "now": now, "lock_count": decision.lock_count,
-                                      "locked_until": decision.locked_until})
+    durations, complete = _lock_plan(rule)
+    if locks > len(durations) and not complete:  # a lock beyond the bound ends: make it exact
+        exact = decide_after_failure(rule, failures=count, lock_count=locks - 1, now=now)
+        connection.execute(counter.exact_end, {"row": row, "exact_end": exact.locked_until})
     return AttemptReservation(allowed=True, attempts_left=0, last_attempt=True)
 
 
@@ -147,23 +208,34 @@ def _reset(db: Session, counter: _Counter, row: Any) -> None:
 # --- Counters for keys (TOTP, activation codes, binding proofs) --------------------------
 
 
-def _reserve_by_upsert(insert: Any) -> Any:
-    """A key's reservation in one statement: a new key starts at one try taken; an existing
-    unlocked one takes the next (``_Counter`` rules); a locked one is left alone and returns
-    nothing. The conflicting row is locked while it is updated, so concurrent reservations
-    queue (PostgreSQL) or are serialised (SQLite's ``BEGIN IMMEDIATE``), as with an UPDATE."""
+def _reserve_by_upsert(insert: Any, ends: int) -> Any:
+    """A key's reservation in one statement: a new key starts at one try taken (and locked,
+    when the rule allows one); an existing unlocked one takes the next (``_Counter`` rules); a
+    locked one is left alone and returns nothing. The conflicting row is locked while it is
+    updated, so concurrent reservations queue (PostgreSQL) or are serialised (SQLite's
+    ``BEGIN IMMEDIATE``), as with an UPDATE."""
     return (
         insert(ATTEMPTS)
-        .values(key=bindparam("row"), failures=1, lock_count=0, locked_until=None,
-                updated_at=bindparam("now"))
-        .on_conflict_do_update(index_elements=["key"], set_=KEY_COUNTER.taken,
+        .values(key=bindparam("row"), failures=1, lock_count=bindparam("first_lock_count"),
+                locked_until=bindparam("first_lock_end"), updated_at=bindparam("now"))
+        .on_conflict_do_update(index_elements=["key"], set_=KEY_COUNTER.taken(ends),
                                where=KEY_COUNTER.unlocked)
-        .returning(ATTEMPTS.c.failures, ATTEMPTS.c.lock_count)
+        .returning(*KEY_COUNTER._counts)
     )
 
 
-_KEY_RESERVATION = {"postgresql": _reserve_by_upsert(postgresql_insert),
-                    "sqlite": _reserve_by_upsert(sqlite_insert)}
+_INSERTS = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
+_KEY_RESERVATIONS: dict[tuple[str, int], Any] = {}
+
+
+def _key_reservation(dialect: str, ends: int) -> Any:
+    statement = _KEY_RESERVATIONS.get((dialect, ends))
+    if statement is None:
+        insert = _INSERTS.get(dialect)
+        if insert is None:
+            raise RuntimeError(f"attempt counters need PostgreSQL or SQLite, not {dialect}")
+        statement = _KEY_RESERVATIONS[dialect, ends] = _reserve_by_upsert(insert, ends)
+    return statement
 
 
 def reserve_attempt(
@@ -177,17 +249,19 @@ def reserve_attempt(
     """
     now = now or utcnow()
     connection = db.connection()
-    statement = _KEY_RESERVATION.get(connection.dialect.name)
-    if statement is None:
-        raise RuntimeError(
-            f"attempt counters need PostgreSQL or SQLite, not {connection.dialect.name}"
-        )
-    taken = connection.execute(statement, {"row": key, "now": now}).first()
+    statement = _key_reservation(connection.dialect.name, _ends(rule))
+    parameters = _lock_parameters(rule, now)
+    first_lock = rule.max_attempts <= 1
+    taken = connection.execute(statement, {
+        "row": key, **parameters,
+        "first_lock_count": 1 if first_lock else 0,
+        "first_lock_end": parameters["lock_end_1"] if first_lock else None,
+    }).first()
     if taken is None:
         current = connection.execute(KEY_COUNTER.current_lock, {"row": key}).scalar()
         return AttemptReservation(allowed=False, locked_until=current)
-    count, locks = taken
-    return _decide(connection, KEY_COUNTER, key, rule, count, locks, now)
+    count, locks, locked_until = taken
+    return _decide(connection, KEY_COUNTER, key, rule, count, locks, locked_until, now)
 
 
 def record_success(db: Session, key: str) -> None:
@@ -243,26 +317,29 @@ LOGIN_COLUMNS = ("id", "tenant", "subject", "email", "email_verified", "name", "
                  "status", "password_hash", "totp_secret")
 # (bind names differ from the column names: an UPDATE reserves those for its SET clause)
 _BY_EMAIL = and_(USERS.c.tenant == bindparam("in_tenant"), USERS.c.email == bindparam("by_email"))
-_RESERVE_LOGIN_BY_EMAIL = USER_COUNTER.reserve_where(
-    _BY_EMAIL, returning=tuple(USERS.c[name] for name in LOGIN_COLUMNS)
-)
 _USER_LOCK_BY_EMAIL = select(USERS.c.id, USERS.c.locked_until).where(_BY_EMAIL)
 _ACCOUNT_BY_EMAIL = select(
     *(USERS.c[name] for name in LOGIN_COLUMNS), USERS.c.locked_until
 ).where(_BY_EMAIL)
-# PostgreSQL: the reservation and, when it takes nothing, the account's lock, in one statement
-# (the UPDATE as a data-modifying CTE; the outer SELECT sees the row as it was before it). SQLite,
-# without such CTEs, reads the account, then reserves by id. Up to the hash, an unknown address
-# then costs at most one statement more than a registered one (its own counter's upsert, on
-# PostgreSQL), so the database work hardly tells them apart.
-_RESERVED = _RESERVE_LOGIN_BY_EMAIL.cte("reserved")
 _ACCOUNT = USERS.alias("account")
-_RESERVE_OR_EXPLAIN_BY_EMAIL = (
-    select(*_RESERVED.c, _ACCOUNT.c.id, _ACCOUNT.c.locked_until)
-    .select_from(_ACCOUNT.outerjoin(_RESERVED, true()))
-    .where(_ACCOUNT.c.tenant == bindparam("in_tenant"),
-           _ACCOUNT.c.email == bindparam("by_email"))
-)
+
+
+@functools.cache
+def _reserve_or_explain_by_email(ends: int) -> Any:
+    """PostgreSQL: the reservation and, when it takes nothing, the account's lock, in one
+    statement (the UPDATE as a data-modifying CTE; the outer SELECT sees the row as it was
+    before it). SQLite, without such CTEs, reads the account, then reserves by id. Up to the
+    hash, an unknown address then costs at most one statement more than a registered one (its
+    own counter's upsert, on PostgreSQL), so the database work hardly tells them apart."""
+    reserved = USER_COUNTER.reserve_where(
+        _BY_EMAIL, ends=ends, returning=tuple(USERS.c[name] for name in LOGIN_COLUMNS)
+    ).cte("reserved")
+    return (
+        select(*reserved.c, _ACCOUNT.c.id, _ACCOUNT.c.locked_until)
+        .select_from(_ACCOUNT.outerjoin(reserved, true()))
+        .where(_ACCOUNT.c.tenant == bindparam("in_tenant"),
+               _ACCOUNT.c.email == bindparam("by_email"))
+    )
 
 
 @dataclass(frozen=True)
@@ -283,31 +360,33 @@ def reserve_login_attempt_by_email(
     statement on PostgreSQL, two on SQLite."""
     now = now or utcnow()
     connection = db.connection()
-    params = {"in_tenant": tenant, "by_email": email, "now": now}
+    params = {"in_tenant": tenant, "by_email": email, **_lock_parameters(rule, now)}
     if connection.dialect.name == "postgresql":
-        taken = _take_login_try_on_postgresql(connection, params, now)
+        taken = _take_login_try_on_postgresql(connection, _ends(rule), params, now)
     else:
-        taken = _take_login_try_on_sqlite(connection, params)
+        taken = _take_login_try_on_sqlite(connection, _ends(rule), params)
     if isinstance(taken, PasswordAttempt):  # refused: unknown or locked
         return taken
-    count, locks, columns = taken
+    count, locks, locked_until, columns = taken
     user = dict(zip(LOGIN_COLUMNS, columns, strict=True))
-    reservation = _decide(connection, USER_COUNTER, user["id"], rule, count, locks, now)
+    reservation = _decide(connection, USER_COUNTER, user["id"], rule, count, locks,
+                          locked_until, now)
     return PasswordAttempt(user["id"], reservation, user)
 
 
-_Taken = tuple[int, int, list[Any]]  # the new count, the lock count, the LOGIN_COLUMNS
+# the new count, the lock count, the lock this try set (or None), the LOGIN_COLUMNS
+_Taken = tuple[int, int, datetime | None, list[Any]]
 
 
-def _take_login_try_on_postgresql(connection: Any, params: dict[str, Any],
+def _take_login_try_on_postgresql(connection: Any, ends: int, params: dict[str, Any],
                                   now: datetime) -> _Taken | PasswordAttempt:
     for _ in range(2):
-        row = connection.execute(_RESERVE_OR_EXPLAIN_BY_EMAIL, params).first()
+        row = connection.execute(_reserve_or_explain_by_email(ends), params).first()
         if row is None:
             return PasswordAttempt(None, AttemptReservation(allowed=False))
-        count, locks, *columns, user_id, locked_until = row
+        count, locks, new_lock, *columns, user_id, locked_until = row
         if count is not None:
-            return count, locks, columns
+            return count, locks, new_lock, columns
         if is_locked(locked_until, now):
             return PasswordAttempt(user_id, AttemptReservation(False, locked_until))
         # Nothing reserved, yet no lock in the statement's snapshot: the UPDATE waited for a
@@ -322,20 +401,18 @@ def _take_login_try_on_postgresql(connection: Any, params: dict[str, Any],
     return PasswordAttempt(user_id, AttemptReservation(False, locked_until))
 
 
-def _take_login_try_on_sqlite(connection: Any,
+def _take_login_try_on_sqlite(connection: Any, ends: int,
                               params: dict[str, Any]) -> _Taken | PasswordAttempt:
     """The account, then its reservation by id, under BEGIN IMMEDIATE's write lock."""
     account = connection.execute(_ACCOUNT_BY_EMAIL, params).first()
     if account is None:
         return PasswordAttempt(None, AttemptReservation(allowed=False))
     *columns, locked_until = account
-    taken = connection.execute(
-        USER_COUNTER.reserve, {"row": account.id, "now": params["now"]}
-    ).first()
+    taken = connection.execute(USER_COUNTER.reserve(ends), {"row": account.id, **params}).first()
     if taken is None:
         return PasswordAttempt(account.id, AttemptReservation(False, locked_until))
-    count, locks = taken
-    return count, locks, columns
+    count, locks, new_lock = taken
+    return count, locks, new_lock, columns
 
 
 def record_login_success(db: Session, user_id: int) -> None:

@@ -99,8 +99,9 @@ def decide_after_failure(
 ) -> LockDecision:
     """Given the failures so far (including this one) and the locks so far, lock or not.
 
-    The database counters apply exactly this decision inside one atomic statement pair; this
-    function states it plainly for readers and tests.
+    The database counters apply exactly this decision inside the one atomic statement that
+    takes the try (``broker.attempts``, with the ends from ``lock_ends``); this function states
+    it plainly for readers and tests.
     """
     if not locks_after(rule, failures):
         return LockDecision(failures=failures, lock_count=lock_count, locked_until=None)
@@ -108,3 +109,22 @@ def decide_after_failure(
     return LockDecision(
         failures=failures, lock_count=number, locked_until=lock_until(rule, number, now)
     )
+
+
+
+def lock_durations(rule: LockoutRule, limit: int) -> tuple[tuple[timedelta | None, ...], bool]:
+    """How long locks number 1, 2, ... last (None: until unlocked), up to the first one that
+    every later lock shares (the cap, or a lock only an unlock ends) and at most ``limit`` of
+    them; and whether the list reached that shared one. A statement that locks picks its entry
+    by the lock count it finds, so computing the lock takes no second statement."""
+    if limit < 1:
+        raise ValueError("limit counts from 1")
+    durations: list[timedelta | None] = []
+    for number in range(1, limit + 2):
+        duration = lock_duration(rule, number)
+        if durations and duration == durations[-1]:
+            return tuple(durations), True
+        if number > limit:
+            return tuple(durations), False
+        durations.append(duration)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from broker import db as database
 from broker.attempts import (
+    LOCK_ENDS,
     purge_idle_counters,
     record_failure,
     record_success,
@@ -19,7 +20,7 @@ from broker.attempts import (
 )
 from broker.config import LockoutConfig
 from broker.models import AttemptCounter, utcnow
-from policies.lockout import LOCKED_UNTIL_UNLOCKED, LockoutRule
+from policies.lockout import LOCKED_UNTIL_UNLOCKED, LockoutRule, lock_durations, lock_until
 
 RULE = LockoutRule(max_attempts=3, lock_minutes=10, growth_factor=2, max_lock_minutes=25)
 KEY = "totp:42"
@@ -145,3 +146,39 @@ def test_rule_from_config_carries_the_tenants_settings():
     config = LockoutConfig(max_attempts=5, lock_minutes=3, growth_factor=1.5,
                            max_lock_minutes=60, until_unlocked=True)
     assert rule_from_config(config) == LockoutRule(5, 3, 1.5, 60, True)
+
+
+def test_one_allowed_try_locks_a_new_key_in_the_statement_that_creates_it(sessions):
+    rule = LockoutRule(max_attempts=1, lock_minutes=5)
+    now = utcnow()
+    with sessions() as db:
+        first = reserve_attempt(db, "code:once", rule, now)
+        refused = reserve_attempt(db, "code:once", rule, now)
+        db.commit()
+    assert first.allowed and first.last_attempt
+    assert (refused.allowed, refused.locked_until) == (False, now + timedelta(minutes=5))
+
+
+def test_locks_beyond_the_bound_ends_still_last_exactly_as_the_rule_says(sessions):
+    """A slowly growing rule has more distinct lock lengths than one reservation carries;
+    every lock still ends where ``policies.lockout`` says, and is in place at once."""
+    rule = LockoutRule(max_attempts=1, lock_minutes=1, growth_factor=1.1, max_lock_minutes=600)
+    assert not lock_durations(rule, LOCK_ENDS)[1]
+    now = utcnow()
+    for number in range(1, LOCK_ENDS + 4):
+        outcome, until = guess(sessions, False, now, rule)
+        assert (outcome, until) == ("locked", lock_until(rule, number, now)), number
+        assert guess(sessions, True, until - timedelta(seconds=1), rule)[0] == "locked"
+        now = until
+
+
+def test_lock_durations_stop_at_the_length_every_later_lock_shares():
+    minute = timedelta(minutes=1)
+    assert lock_durations(LockoutRule(lock_minutes=1, max_lock_minutes=4), 16) == (
+        (minute, 2 * minute, 4 * minute), True)
+    assert lock_durations(LockoutRule(growth_factor=1), 16) == ((15 * minute,), True)
+    assert lock_durations(LockoutRule(until_unlocked=True), 16) == ((None,), True)
+    assert lock_durations(LockoutRule(lock_minutes=1, max_lock_minutes=4), 2) == (
+        (minute, 2 * minute), False)
+    with pytest.raises(ValueError):
+        lock_durations(LockoutRule(), 0)
