@@ -6,8 +6,8 @@ Drives the broker in-process (Flask test client) on a scratch PostgreSQL databas
 per request, every statement the engine sent (first line of each), then flags any statement
 text that ran twice in one request. Covers: a successful password login, /authorize issuing a
 code, the authorization_code grant and the refresh_token grant. Transaction control (BEGIN,
-COMMIT) are not statements here; they are counted as connection checkouts, one per
-transaction. (A pooled connection is checked with a ping only after 10 s idle, broker/db.py.)
+COMMIT) are not statements here: each checkout that ran in a transaction adds those two round
+trips, one that ran in autocommit adds none. (A pooled connection is checked with a ping only after 10 s idle, broker/db.py.)
 """
 
 from __future__ import annotations
@@ -61,9 +61,12 @@ def main() -> None:
                            proof="bill_code"))
         statements: list[str] = []
         checkouts: list[int] = []
+        transactions: list[int] = []
         event.listen(state.engine, "before_cursor_execute",
                      lambda _c, _cur, sql, *_: statements.append(sql.split("\n")[0][:110]))
         event.listen(state.engine.pool, "checkout", lambda *_: checkouts.append(1))
+        event.listen(state.engine, "begin", lambda conn: transactions.append(
+            conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"))
         client = app.test_client()
         issuer = f"/t/{harness.TENANT}"
         basic = "Basic " + base64.b64encode(
@@ -112,10 +115,13 @@ def main() -> None:
                               ("refresh_token grant", refresh_grant)):
             statements.clear()
             checkouts.clear()
+            transactions.clear()
             action()
             repeated = [s for s, n in Counter(statements).items() if n > 1]
+            wrapped = sum(transactions)
             print(f"{label}: {len(statements)} statements, {len(checkouts)} connection "
-                  f"checkout(s) (each a transaction); repeated: "
+                  f"checkout(s), {wrapped} in BEGIN/COMMIT (the others autocommit): "
+                  f"{len(statements) + 2 * wrapped} network round trips; repeated: "
                   f"{repeated or 'none'}")
             for statement in statements:
                 print(f"    {statement}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 
+from .. import db as database
 from .. import login_session
 from ..config import TenantConfig
 from ..models import Flow, LoginSession, utcnow
@@ -83,6 +84,10 @@ def login_submit(tenant: str):  # type: ignore[no-untyped-def]
     from flows.password_login import authenticate_password
 
     tenant_config = tenant_or_404(tenant)
+    session = db()
+    # Up to ``authenticate_password``'s commit of the reservation, every statement stands
+    # alone: the flow's read and the reservation (one statement, broker.attempts).
+    database.statements_stand_alone(session)
     flow = authorize_flow(tenant, request.form.get("flow"))
     if "password" not in tenant_config.login_methods:
         return _render(tenant_config, flow, 400, error="password_disabled")
@@ -91,7 +96,6 @@ def login_submit(tenant: str):  # type: ignore[no-untyped-def]
     if not email.strip() or not password:
         return _render(tenant_config, flow, 400, error="missing", email=email)
     config = current().config
-    session = db()
     result = authenticate_password(
         session, tenant_config, email, password,
         source_address=source_address(), hmac_key=config.hmac_key, public_url=config.public_url,
@@ -112,6 +116,9 @@ def login_submit(tenant: str):  # type: ignore[no-untyped-def]
     if pending is not None:
         return pending
     # end TOTP
+    # The password's bookkeeping and the session: one statement on PostgreSQL, so without a
+    # transaction of its own (unless a rehash left the user to flush with it).
+    database.statements_stand_alone(session)
     login, token = login_session.start(
         session, tenant_config, result.user, amr=["pwd"], acr="low",
         remember=request.form.get("remember") == "on", accepted=result.accepted,
