@@ -87,5 +87,16 @@ def register(client, tenant: str, email: str, *, password: str | None = GOOD_PAS
     return client.post(f"/t/{tenant}/register", data=form)
 
 
+def register_and_activate(app, tenant: str, email: str):  # type: ignore[no-untyped-def]
+    """An active account with GOOD_PASSWORD: signed up, then activated with the emailed code.
+    Returns the browser (a test client) that did it, which the activation signed in."""
+    client = app.test_client()
+    assert register(client, tenant, email).status_code in (200, 302)
+    activated = client.post(f"/t/{tenant}/activate",
+                            data={"email": email, "code": code_in(last_mail(app, email))})
+    assert activated.status_code in (200, 302), activated.status_code
+    return client
+
+
 def log_in(client, tenant: str, email: str, password: str = GOOD_PASSWORD):  # type: ignore[no-untyped-def]
     return client.post(f"/t/{tenant}/login", data={"email": email, "password": password})

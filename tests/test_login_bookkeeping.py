@@ -13,12 +13,10 @@ from broker.models import AuditEvent, LoginSession, User
 from .accounts_support import (
     GOOD_PASSWORD,
     NO,
-    code_in,
     db_session,
-    last_mail,
     log_in,
     make_app,
-    register,
+    register_and_activate,
 )
 
 EMAIL = "kari@example.no"
@@ -29,10 +27,7 @@ WRONG = "Not-The-Password-1"
 def app(database_url):  # type: ignore[no-untyped-def]
     """TOTP optional: a second factor is due only once the account has a TOTP secret."""
     application = make_app(database_url, fjordvarme={"totp": "optional"})
-    client = application.test_client()
-    register(client, NO, EMAIL)
-    client.post(f"/t/{NO}/activate", data={"email": EMAIL,
-                                           "code": code_in(last_mail(application, EMAIL))})
+    register_and_activate(application, NO, EMAIL)
     yield application
     application.extensions["broker"].engine.dispose()
 

@@ -13,13 +13,12 @@ from broker.models import LoginSession, Token, User, Verification, utcnow
 from .accounts_support import (
     GOOD_PASSWORD,
     NO,
-    code_in,
     db_session,
     last_mail,
     link_in,
     log_in,
     mails_to,
-    register,
+    register_and_activate,
     running_app,
     user,
     without_csrf,
@@ -34,10 +33,7 @@ def broker_app(sqlite_url):  # type: ignore[no-untyped-def]
     yield from running_app(sqlite_url)
 
 def _active_user(app) -> None:  # type: ignore[no-untyped-def]
-    client = app.test_client()
-    register(client, NO, EMAIL)
-    client.post(f"/t/{NO}/activate", data={"email": EMAIL,
-                                           "code": code_in(last_mail(app, EMAIL))})
+    register_and_activate(app, NO, EMAIL)
 
 
 def _forgot(client, email: str):  # type: ignore[no-untyped-def]

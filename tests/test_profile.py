@@ -11,12 +11,12 @@ from broker.models import LoginSession
 from .accounts_support import (
     GOOD_PASSWORD,
     NO,
-    code_in,
     db_session,
     last_mail,
     link_in,
     log_in,
     register,
+    register_and_activate,
     running_app,
     user,
 )
@@ -30,11 +30,7 @@ def broker_app(sqlite_url):  # type: ignore[no-untyped-def]
     yield from running_app(sqlite_url)
 
 def _logged_in(app):  # type: ignore[no-untyped-def]
-    client = app.test_client()
-    register(client, NO, EMAIL)
-    client.post(f"/t/{NO}/activate", data={"email": EMAIL,
-                                           "code": code_in(last_mail(app, EMAIL))})
-    return client
+    return register_and_activate(app, NO, EMAIL)
 
 
 def test_the_profile_needs_a_login(broker_app):

@@ -7,7 +7,7 @@ import pytest
 from broker import audit
 from broker.models import AuditEvent
 
-from .accounts_support import NO, code_in, db_session, last_mail, register, running_app, user
+from .accounts_support import NO, db_session, register_and_activate, running_app, user
 
 EMAIL = "kari@example.no"
 
@@ -18,10 +18,7 @@ def broker_app(sqlite_url):  # type: ignore[no-untyped-def]
 
 
 def test_the_profile_lists_support_actions_with_their_reason_but_not_who(broker_app):
-    client = broker_app.test_client()
-    register(client, NO, EMAIL)
-    client.post(f"/t/{NO}/activate", data={"email": EMAIL,
-                                           "code": code_in(last_mail(broker_app, EMAIL))})
+    client = register_and_activate(broker_app, NO, EMAIL)
     page = client.get(f"/t/{NO}/profile").get_data(as_text=True)
     assert "Customer service has not changed anything on your account." in page
 

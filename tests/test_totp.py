@@ -14,12 +14,10 @@ from broker.models import LoginSession, RecoveryCode
 
 from .accounts_support import (
     NO,
-    code_in,
     db_session,
-    last_mail,
     log_in,
     make_app,
-    register,
+    register_and_activate,
     user,
 )
 
@@ -28,10 +26,7 @@ EMAIL = "kari@example.no"
 
 def _app(sqlite_url, totp: str):  # type: ignore[no-untyped-def]
     application = make_app(sqlite_url, fjordvarme={"totp": totp})
-    client = application.test_client()
-    register(client, NO, EMAIL)
-    client.post(f"/t/{NO}/activate", data={"email": EMAIL,
-                                           "code": code_in(last_mail(application, EMAIL))})
+    register_and_activate(application, NO, EMAIL)
     return application
 
 
