@@ -7,7 +7,8 @@ per request, every statement the engine sent (first line of each), then flags an
 text that ran twice in one request. Covers: a successful password login, /authorize issuing a
 code, the authorization_code grant and the refresh_token grant. Transaction control (BEGIN,
 COMMIT) are not statements here: each checkout that ran in a transaction adds those two round
-trips, one that ran in autocommit adds none. (A pooled connection is checked with a ping only after 10 s idle, broker/db.py.)
+trips, one that ran in autocommit adds none. (A pooled connection is checked with a ping only
+after 10 s idle, broker/db.py.)
 """
 
 from __future__ import annotations

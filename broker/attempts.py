@@ -96,7 +96,7 @@ class _Counter:
         row = c[id_column] == bindparam("row")
         now = bindparam("now", type_=c.locked_until.type)
         self.unlocked = or_(c.locked_until.is_(None), c.locked_until <= now)
-        self._counts = (c[failures], c.lock_count, c.locked_until)
+        self.counts = (c[failures], c.lock_count, c.locked_until)  # what a reservation returns
         self._reservations: dict[int, Any] = {}
         self._row = row
         self.exact_end = update(table).where(row).values(locked_until=bindparam("exact_end"))
@@ -141,7 +141,7 @@ class _Counter:
             update(self._table)
             .where(*where, self.unlocked)
             .values(self.taken(ends))
-            .returning(*self._counts, *returning)
+            .returning(*self.counts, *returning)
         )
 
 
@@ -220,7 +220,7 @@ def _reserve_by_upsert(insert: Any, ends: int) -> Any:
                 locked_until=bindparam("first_lock_end"), updated_at=bindparam("now"))
         .on_conflict_do_update(index_elements=["key"], set_=KEY_COUNTER.taken(ends),
                                where=KEY_COUNTER.unlocked)
-        .returning(*KEY_COUNTER._counts)
+        .returning(*KEY_COUNTER.counts)
     )
 
 
