@@ -13,12 +13,10 @@ The order of steps is the security argument:
    wrong one always hears "invalid".
 
 ``authenticate_password`` commits the reservation before the verify, and a refusal's outcome.
-A success's bookkeeping (counter reset, audit record) is left to the caller's commit, so that
-it lands in one transaction with the login session the caller starts (one commit per login
-saved). The caller should not have uncommitted changes it might want to roll back. With
-``defer_bookkeeping`` it is not even written: the result carries it as ``accepted``, for
-``broker.login_session.start`` to write with the session (one statement on PostgreSQL), or
-for ``accepted.write`` when a second factor comes first.
+A success's bookkeeping (counter reset, audit record) is not written: the result carries it as
+``accepted``, for ``broker.login_session.start`` to write with the session it opens (one
+statement on PostgreSQL), or for ``accepted.write`` when a second factor comes first. Until
+then the counter holds the try this login took.
 """
 
 from __future__ import annotations
@@ -59,7 +57,7 @@ class PasswordLoginResult:
     outcome: Outcome
     user: User | None = None
     locked_until: datetime | None = None
-    accepted: PasswordAccepted | None = None  # ``ok`` with ``defer_bookkeeping``: not yet written
+    accepted: PasswordAccepted | None = None  # set for ``ok``: the caller writes it
 
 
 def normalise_email(email: str) -> str:
@@ -82,11 +80,10 @@ def authenticate_password(
     hmac_key: str,
     public_url: str,
     now: datetime | None = None,
-    defer_bookkeeping: bool = False,
 ) -> PasswordLoginResult:
     """Check one email + password guess at ``tenant``, counting it against the lockout.
-    ``defer_bookkeeping``: a success's counter reset and audit record are returned as
-    ``accepted`` instead of written; the caller must write them (module docstring)."""
+    On success the counter reset and audit record come back as ``accepted``, for the caller
+    to write (module docstring)."""
     now = now or utcnow()
     email = normalise_email(email)
     rule = rule_from_config(tenant.lockout)
@@ -138,10 +135,7 @@ def authenticate_password(
         source_address=source_address,
         method="password",
     )})
-    if defer_bookkeeping:
-        return PasswordLoginResult("ok", user=user, accepted=accepted)
-    accepted.write(db)
-    return PasswordLoginResult("ok", user=user)  # committed by the caller, with the session
+    return PasswordLoginResult("ok", user=user, accepted=accepted)
 
 
 def _attached_user(db: Session, row: Any) -> User:

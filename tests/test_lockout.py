@@ -96,12 +96,14 @@ def add_user(sessions, tenant: TenantConfig, *, status="active", password=RIGHT,
 
 
 def login(sessions, tenant, password, email=EMAIL, now=None):
-    """As the login view does: a success's bookkeeping is committed by the caller."""
+    """As the login view does: a success's bookkeeping is written by the caller."""
     with sessions() as db:
         result = authenticate_password(
             db, tenant, email, password, source_address="192.0.2.7", hmac_key=HMAC_KEY,
             public_url=PUBLIC_URL, now=now,
         )
+        if result.accepted is not None:
+            result.accepted.write(db)
         db.commit()
         return result
 

@@ -99,7 +99,6 @@ def login_submit(tenant: str):  # type: ignore[no-untyped-def]
     result = authenticate_password(
         session, tenant_config, email, password,
         source_address=source_address(), hmac_key=config.hmac_key, public_url=config.public_url,
-        defer_bookkeeping=True,
     )
     if result.outcome != "ok" or result.user is None:
         session.commit()  # the failure count and any lock are part of the outcome
