@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import event, select, update
 
 from broker.models import AuditEvent, LoginSession, User
+from broker.passwords import hasher_for
 
 from .accounts_support import (
     GOOD_PASSWORD,
@@ -160,3 +161,22 @@ def test_a_wrong_password_writes_no_success(app):
     after, sessions, audited = _account(app)
     assert after.failed_logins == 1 and after.last_login_at == before.last_login_at
     assert (len(sessions), len(audited)) == (len(sessions_before), len(audited_before))
+
+
+def test_a_login_that_rehashes_the_password_saves_the_new_hash_with_the_session(
+        app, database_url):
+    """The rehash leaves the user to flush, so the session's statement does not run on its
+    own (autocommit) but in one transaction with it."""
+    stronger = make_app(database_url, fjordvarme={"totp": "optional", "argon2_time_cost": 3})
+    try:
+        before, sessions_before, _ = _account(app)
+        assert log_in(stronger.test_client(), NO, EMAIL).status_code == 302
+        after, sessions, _ = _account(app)
+        tenant = stronger.extensions["broker"].config.tenants[NO]
+        assert after.password_hash != before.password_hash
+        assert not hasher_for(tenant).check_needs_rehash(after.password_hash)
+        assert len(sessions) == len(sessions_before) + 1
+        assert sessions[-1].auth_time == after.last_login_at and after.failed_logins == 0
+        assert log_in(app.test_client(), NO, EMAIL).status_code == 302  # the new hash verifies
+    finally:
+        stronger.extensions["broker"].engine.dispose()
