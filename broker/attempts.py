@@ -43,6 +43,7 @@ from policies.lockout import (
 )
 
 from .config import LockoutConfig
+from .direct_sql import DirectStatement
 from .models import AttemptCounter, User, utcnow
 
 ATTEMPTS = AttemptCounter.__table__
@@ -225,16 +226,17 @@ def _reserve_by_upsert(insert: Any, ends: int) -> Any:
 
 
 _INSERTS = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
-_KEY_RESERVATIONS: dict[tuple[str, int], Any] = {}
+_KEY_RESERVATIONS: dict[tuple[str, int], DirectStatement] = {}
 
 
-def _key_reservation(dialect: str, ends: int) -> Any:
+def _key_reservation(dialect: str, ends: int) -> DirectStatement:
     statement = _KEY_RESERVATIONS.get((dialect, ends))
     if statement is None:
         insert = _INSERTS.get(dialect)
         if insert is None:
             raise RuntimeError(f"attempt counters need PostgreSQL or SQLite, not {dialect}")
-        statement = _KEY_RESERVATIONS[dialect, ends] = _reserve_by_upsert(insert, ends)
+        statement = DirectStatement(_reserve_by_upsert(insert, ends))
+        _KEY_RESERVATIONS[dialect, ends] = statement
     return statement
 
 
@@ -252,11 +254,11 @@ def reserve_attempt(
     statement = _key_reservation(connection.dialect.name, _ends(rule))
     parameters = _lock_parameters(rule, now)
     first_lock = rule.max_attempts <= 1
-    taken = connection.execute(statement, {
+    taken = statement.first(connection, {
         "row": key, **parameters,
         "first_lock_count": 1 if first_lock else 0,
         "first_lock_end": parameters["lock_end_1"] if first_lock else None,
-    }).first()
+    })
     if taken is None:
         current = connection.execute(KEY_COUNTER.current_lock, {"row": key}).scalar()
         return AttemptReservation(allowed=False, locked_until=current)
@@ -325,7 +327,7 @@ _ACCOUNT = USERS.alias("account")
 
 
 @functools.cache
-def _reserve_or_explain_by_email(ends: int) -> Any:
+def _reserve_or_explain_by_email(ends: int) -> DirectStatement:
     """PostgreSQL: the reservation and, when it takes nothing, the account's lock, in one
     statement (the UPDATE as a data-modifying CTE; the outer SELECT sees the row as it was
     before it). SQLite, without such CTEs, reads the account, then reserves by id. Up to the
@@ -334,7 +336,7 @@ def _reserve_or_explain_by_email(ends: int) -> Any:
     reserved = USER_COUNTER.reserve_where(
         _BY_EMAIL, ends=ends, returning=tuple(USERS.c[name] for name in LOGIN_COLUMNS)
     ).cte("reserved")
-    return (
+    return DirectStatement(
         select(*reserved.c, _ACCOUNT.c.id, _ACCOUNT.c.locked_until)
         .select_from(_ACCOUNT.outerjoin(reserved, true()))
         .where(_ACCOUNT.c.tenant == bindparam("in_tenant"),
@@ -381,7 +383,7 @@ _Taken = tuple[int, int, datetime | None, list[Any]]
 def _take_login_try_on_postgresql(connection: Any, ends: int, params: dict[str, Any],
                                   now: datetime) -> _Taken | PasswordAttempt:
     for _ in range(2):
-        row = connection.execute(_reserve_or_explain_by_email(ends), params).first()
+        row = _reserve_or_explain_by_email(ends).first(connection, params)
         if row is None:
             return PasswordAttempt(None, AttemptReservation(allowed=False))
         count, locks, new_lock, *columns, user_id, locked_until = row

@@ -17,6 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from . import audit
 from .attempts import USER_COUNTER, record_login_success
 from .config import TenantConfig
+from .direct_sql import DirectStatement
 from .models import AuditEvent, LoginSession, User, utcnow
 from .security import new_token, sha256_hex
 
@@ -49,7 +50,7 @@ def _start_after_password() -> Any:
     )
 
 
-_START_AFTER_PASSWORD = _start_after_password()
+_START_AFTER_PASSWORD = DirectStatement(_start_after_password())
 
 
 @dataclass(frozen=True)
@@ -123,11 +124,13 @@ def start(
     if accepted is not None and accepted.user_id != user.id:
         raise ValueError("the accepted password is another user's")
     if accepted is not None and connection.dialect.name == "postgresql":
-        login_id = connection.execute(_START_AFTER_PASSWORD, {
+        started = _START_AFTER_PASSWORD.first(connection, {
             "row": accepted.user_id, "stamp_now": now,
             **{f"session_{column}": values[column] for column in _SESSION_COLUMNS},
             **{f"audit_{column}": value for column, value in accepted.audit_entry.items()},
-        }).scalar_one()
+        })
+        assert started is not None  # noqa: S101 - an INSERT ... RETURNING returns its row
+        login_id = started[0]
     else:
         if accepted is not None:
             accepted.write(db)

@@ -1,0 +1,98 @@
+"""Hot-path statements run on the database driver, compiled once.
+
+A password login runs two statements, thousands of times a minute. On PostgreSQL, SQLAlchemy's
+execution around each one (execution context, parameter construction, result metadata built
+from ``cursor.description``, result objects) costs about twice what psycopg spends on the
+statement itself: 0.35 ms of a login's 3.7 ms without argon2 (BENCHMARKS.md, 2026-12-06).
+
+``DirectStatement`` keeps the statement a SQLAlchemy Core expression, compiled by SQLAlchemy
+once per dialect, with the same parameter and result processing as SQLAlchemy's (each type's
+``bind_processor`` and ``result_processor``, e.g. ``UTCDateTime`` and JSON), and on PostgreSQL
+runs the compiled SQL on the psycopg connection under the SQLAlchemy connection, in whatever
+transaction (or autocommit) that connection is in. Left out, so it falls back to SQLAlchemy's
+own execution:
+
+- when anything listens for ``before_cursor_execute`` on the engine, or it echoes SQL: statement
+  counters (tests, ``bench/statements_per_request.py``) and logs then see every statement;
+- on other dialects (SQLite), and for statements whose compiled form needs more than named
+  parameters (``literal_execute``, expanding ``IN``).
+
+Errors are psycopg's own, not wrapped in ``sqlalchemy.exc``: callers of these statements do not
+catch database errors (a failed login statement is a server error either way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import Compiled
+
+Processor = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A statement compiled for one dialect, with the processors its values go through."""
+
+    sql: str
+    compiled: Compiled
+    parameters: tuple[tuple[str, Processor], ...]  # bind name, processor (those that have one)
+    results: tuple[tuple[int, Processor], ...]  # column index, processor
+
+
+class DirectStatement:
+    """A Core statement (a SELECT, or DML with RETURNING) that ``first`` runs on the driver."""
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self._prepared: dict[str, _Prepared | None] = {}
+
+    def first(self, connection: Connection,
+              parameters: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The statement's first row (a tuple), or None."""
+        prepared = self._prepare(connection.dialect)
+        if prepared is None or connection.engine.echo or connection.dispatch.before_cursor_execute:
+            row = connection.execute(self.statement, parameters).first()
+            return None if row is None else tuple(row)
+        if not connection.in_transaction():
+            connection.begin()  # as SQLAlchemy's execution would: its commit or rollback ends it
+        values = prepared.compiled.construct_params(parameters)
+        for name, process in prepared.parameters:
+            values[name] = process(values[name])
+        driver = connection.connection.driver_connection
+        assert driver is not None  # noqa: S101 - a checked-out connection has its driver's
+        found = driver.execute(prepared.sql, values).fetchone()
+        if found is None or not prepared.results:
+            return found  # type: ignore[no-any-return]
+        row = list(found)
+        for index, process in prepared.results:
+            row[index] = process(row[index])
+        return tuple(row)
+
+    def _prepare(self, dialect: Dialect) -> _Prepared | None:
+        if dialect.name not in self._prepared:
+            self._prepared[dialect.name] = (
+                _compile(self.statement, dialect) if dialect.name == "postgresql" else None
+            )
+        return self._prepared[dialect.name]
+
+
+def _compile(statement: Any, dialect: Dialect) -> _Prepared | None:
+    compiled = statement.compile(dialect=dialect)
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        return None  # finished at execution time by SQLAlchemy: leave it to SQLAlchemy
+    parameters: dict[str, Processor] = {}  # by name, as SQLAlchemy keeps them: a name used
+    for bind, name in compiled.bind_names.items():  # twice is one value, processed once
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            parameters[name] = process
+    results = []
+    for index, column in enumerate(statement.exported_columns):
+        process = column.type.dialect_impl(dialect).result_processor(dialect, None)
+        if process is not None:
+            results.append((index, process))
+    return _Prepared(compiled.string, compiled, tuple(parameters.items()), tuple(results))

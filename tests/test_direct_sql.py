@@ -1,0 +1,88 @@
+"""``DirectStatement``: the same rows, values and transactions as SQLAlchemy's own execution,
+on PostgreSQL through the driver and on SQLite through SQLAlchemy."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import bindparam, event, insert, select
+
+from broker import db as database
+from broker.direct_sql import DirectStatement
+from broker.models import AuditEvent
+
+AUDIT = AuditEvent.__table__
+RECORD = DirectStatement(
+    insert(AUDIT)
+    .values(tenant=bindparam("in_tenant"), at=bindparam("when"), event="probe",
+            actor_type="system", outcome="ok", details=bindparam("facts"))
+    .returning(AUDIT.c.id, AUDIT.c.at, AUDIT.c.details, AUDIT.c.tenant)
+)
+READ = DirectStatement(
+    select(AUDIT.c.at, AUDIT.c.details).where(AUDIT.c.id == bindparam("wanted"))
+)
+HELSINKI_WINTER = timezone(timedelta(hours=2))
+
+
+@pytest.fixture
+def engine(database_url):  # type: ignore[no-untyped-def]
+    engine = database.make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def _record(connection, when, facts):  # type: ignore[no-untyped-def]
+    return RECORD.first(connection, {"in_tenant": "fjordvarme", "when": when, "facts": facts})
+
+
+def test_values_go_in_and_come_back_as_sqlalchemy_would_give_them(engine):
+    when = datetime(2026, 12, 6, 9, 30, tzinfo=HELSINKI_WINTER)
+    with engine.begin() as connection:
+        row_id, at, details, tenant = _record(connection, when, {"steps": [1, 2], "ok": True})
+        assert isinstance(row_id, int) and tenant == "fjordvarme"
+        assert at == when and at.tzinfo == UTC  # stored and read back in UTC
+        assert details == {"steps": [1, 2], "ok": True}  # JSON both ways
+        assert READ.first(connection, {"wanted": row_id}) == (at, details)
+        assert READ.first(connection, {"wanted": row_id + 1000}) is None
+        # and SQLAlchemy's own execution reads the same
+        assert tuple(connection.execute(READ.statement, {"wanted": row_id}).one()) == (
+            at, details)
+
+
+def test_a_naive_datetime_is_refused_as_by_sqlalchemy(engine):
+    with engine.begin() as connection, pytest.raises(Exception, match="naive datetime"):
+        _record(connection, datetime(2026, 12, 6, 9, 30), {})
+
+
+def test_it_runs_in_the_connections_transaction(engine):
+    with engine.connect() as connection:
+        row_id = _record(connection, datetime.now(UTC), {})[0]
+        connection.rollback()
+        assert READ.first(connection, {"wanted": row_id}) is None
+        connection.commit()
+    if engine.dialect.name != "postgresql":
+        return  # this project's SQLite writers always BEGIN IMMEDIATE (broker/db.py)
+    with engine.connect() as connection:
+        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+        row_id = _record(autocommit, datetime.now(UTC), {})[0]
+        autocommit.rollback()  # nothing to undo: the statement committed by itself
+    with engine.connect() as connection:
+        assert READ.first(connection, {"wanted": row_id}) is not None
+
+
+def test_statement_listeners_see_it_run_through_sqlalchemy(engine):
+    seen: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with engine.begin() as connection:
+            row_id = _record(connection, datetime.now(UTC), {"listened": True})[0]
+            assert READ.first(connection, {"wanted": row_id})[1] == {"listened": True}
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert [statement.split()[0] for statement in seen if statement != "BEGIN IMMEDIATE"] == [
+        "INSERT", "SELECT"]
