@@ -1,9 +1,10 @@
 """Hot-path statements run on the database driver, compiled once.
 
-A password login runs two statements, thousands of times a minute. On PostgreSQL, SQLAlchemy's
-execution around each one (execution context, parameter construction, result metadata built
-from ``cursor.description``, result objects) costs about twice what psycopg spends on the
-statement itself: 0.35 ms of a login's 3.7 ms without argon2 (BENCHMARKS.md, 2026-12-06).
+A password login runs two statements, a token grant two or three, thousands of times a
+minute. On PostgreSQL, SQLAlchemy's execution around each one (execution context, parameter
+construction, result metadata built from ``cursor.description``, result objects) costs about
+twice what psycopg spends on the statement itself: 0.3 ms of a login's 3.9 ms without argon2
+(BENCHMARKS.md, 2026-12-06).
 
 ``DirectStatement`` keeps the statement a SQLAlchemy Core expression, compiled by SQLAlchemy
 once per dialect, with the same parameter and result processing as SQLAlchemy's (each type's
@@ -45,7 +46,7 @@ class _Prepared:
 
 
 class DirectStatement:
-    """A Core statement (a SELECT, or DML with RETURNING) that ``first`` runs on the driver."""
+    """A Core statement that ``first``, ``all`` or ``execute`` runs on the driver."""
 
     def __init__(self, statement: Any) -> None:
         self.statement = statement
@@ -54,10 +55,54 @@ class DirectStatement:
     def first(self, connection: Connection,
               parameters: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The statement's first row (a tuple), or None."""
-        prepared = self._prepare(connection.dialect)
-        if prepared is None or connection.engine.echo or connection.dispatch.before_cursor_execute:
-            row = connection.execute(self.statement, parameters).first()
-            return None if row is None else tuple(row)
+        rows = self._rows(connection, parameters, first=True)
+        return rows[0] if rows else None
+
+    def all(self, connection: Connection, parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row the statement returns, as tuples."""
+        return self._rows(connection, parameters, first=False)
+
+    def execute(self, connection: Connection, parameters: Mapping[str, Any]) -> None:
+        """Run a statement that returns no rows (DML without RETURNING)."""
+        prepared = self._prepare(connection)
+        if prepared is None:
+            connection.execute(self.statement, parameters)
+        else:
+            self._send(connection, prepared, parameters)
+
+    def _rows(self, connection: Connection, parameters: Mapping[str, Any], *,
+              first: bool) -> list[tuple[Any, ...]]:
+        prepared = self._prepare(connection)
+        if prepared is None:
+            result = connection.execute(self.statement, parameters)
+            found: list[Any] = [result.first()] if first else result.all()
+            return [tuple(row) for row in found if row is not None]
+        cursor = self._send(connection, prepared, parameters)
+        found = [cursor.fetchone()] if first else cursor.fetchall()
+        rows = [row for row in found if row is not None]
+        if not prepared.results:
+            return rows
+        processed = []
+        for row in rows:
+            values = list(row)
+            for index, process in prepared.results:
+                values[index] = process(values[index])
+            processed.append(tuple(values))
+        return processed
+
+    def _prepare(self, connection: Connection) -> _Prepared | None:
+        """The compiled form to send, or None when SQLAlchemy should execute it instead."""
+        if connection.engine.echo or connection.dispatch.before_cursor_execute:
+            return None
+        dialect = connection.dialect
+        if dialect.name not in self._prepared:
+            self._prepared[dialect.name] = (
+                _compile(self.statement, dialect) if dialect.name == "postgresql" else None
+            )
+        return self._prepared[dialect.name]
+
+    @staticmethod
+    def _send(connection: Connection, prepared: _Prepared, parameters: Mapping[str, Any]) -> Any:
         if not connection.in_transaction():
             connection.begin()  # as SQLAlchemy's execution would: its commit or rollback ends it
         values = prepared.compiled.construct_params(parameters)
@@ -65,20 +110,7 @@ class DirectStatement:
             values[name] = process(values[name])
         driver = connection.connection.driver_connection
         assert driver is not None  # noqa: S101 - a checked-out connection has its driver's
-        found = driver.execute(prepared.sql, values).fetchone()
-        if found is None or not prepared.results:
-            return found  # type: ignore[no-any-return]
-        row = list(found)
-        for index, process in prepared.results:
-            row[index] = process(row[index])
-        return tuple(row)
-
-    def _prepare(self, dialect: Dialect) -> _Prepared | None:
-        if dialect.name not in self._prepared:
-            self._prepared[dialect.name] = (
-                _compile(self.statement, dialect) if dialect.name == "postgresql" else None
-            )
-        return self._prepared[dialect.name]
+        return driver.execute(prepared.sql, values)
 
 
 def _compile(statement: Any, dialect: Dialect) -> _Prepared | None:
@@ -91,7 +123,7 @@ def _compile(statement: Any, dialect: Dialect) -> _Prepared | None:
         if process is not None:
             parameters[name] = process
     results = []
-    for index, column in enumerate(statement.exported_columns):
+    for index, column in enumerate(statement.exported_columns):  # a SELECT's, or RETURNING's
         process = column.type.dialect_impl(dialect).result_processor(dialect, None)
         if process is not None:
             results.append((index, process))

@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import bindparam, event, insert, select
+from sqlalchemy import bindparam, event, insert, select, update
 
 from broker import db as database
 from broker.direct_sql import DirectStatement
 from broker.models import AuditEvent
+from broker.oidc.token_store import TOKEN_COLUMNS, insert_token
 
 AUDIT = AuditEvent.__table__
 RECORD = DirectStatement(
@@ -86,3 +87,24 @@ def test_statement_listeners_see_it_run_through_sqlalchemy(engine):
         event.remove(engine, "before_cursor_execute", count)
     assert [statement.split()[0] for statement in seen if statement != "BEGIN IMMEDIATE"] == [
         "INSERT", "SELECT"]
+
+
+def test_all_rows_and_statements_without_rows(engine):
+    stamp = DirectStatement(
+        update(AUDIT).where(AUDIT.c.tenant == bindparam("in_tenant")).values(reason="seen"))
+    every = DirectStatement(
+        select(AUDIT.c.reason, AUDIT.c.at).where(AUDIT.c.tenant == bindparam("in_tenant"))
+        .order_by(AUDIT.c.id))
+    with engine.begin() as connection:
+        for _ in range(3):
+            _record(connection, datetime.now(UTC), {})
+        assert stamp.execute(connection, {"in_tenant": "fjordvarme"}) is None
+        rows = every.all(connection, {"in_tenant": "fjordvarme"})
+        assert [reason for reason, _ in rows] == ["seen"] * 3
+        assert all(at.tzinfo == UTC for _, at in rows)
+        assert every.all(connection, {"in_tenant": "nowhere"}) == []
+
+
+def test_a_token_row_must_have_exactly_its_columns():
+    with pytest.raises(ValueError, match="token columns differ: \\['surprise'\\]"):
+        insert_token(None, {**dict.fromkeys(TOKEN_COLUMNS), "surprise": 1})  # type: ignore[arg-type]

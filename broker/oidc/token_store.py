@@ -3,8 +3,9 @@
 Why Core and not the ORM: a grant touches two or three rows once and never edits them again,
 so the ORM's identity map and unit of work only cost CPU (they were half of a grant's time).
 The statements run on the session's connection directly (``db.connection().execute``),
-which skips the ORM's per-statement bookkeeping for Core statements. Each redemption is one
-``UPDATE ... RETURNING`` that both claims the code or refresh token and
+which skips the ORM's per-statement bookkeeping for Core statements; those of the success
+path also skip SQLAlchemy's execution layer on PostgreSQL (``broker.direct_sql``). Each
+redemption is one ``UPDATE ... RETURNING`` that both claims the code or refresh token and
 checks everything the grant depends on (client, expiry, user still active, session still live),
 so the success path is: claim, (customer accounts,) insert the new token, commit.
 
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from flows.binding import ACCOUNT_CLAIM_COLUMNS, account_claim
 
+from ..direct_sql import DirectStatement
 from ..models import AuthorizationCode, Binding, CustomerAccount, LoginSession, Token, User
 
 codes = AuthorizationCode.__table__
@@ -107,7 +109,7 @@ _REDEEM_CODE = (
 _CODE_STATE = select(codes.c.used_at, codes.c.tenant, codes.c.client_id).where(
     codes.c.code_sha256 == bindparam("digest")
 )
-_ROTATE_REFRESH_TOKEN = (
+_ROTATE_REFRESH_TOKEN = DirectStatement(
     update(tokens)
     .where(
         tokens.c.refresh_token_sha256 == bindparam("digest"),
@@ -133,11 +135,19 @@ _TOKEN_HOLDER = (
     .where(users.c.id == bindparam("user_id"))
     .order_by(CustomerAccount.number)
 )
-_INSERT_TOKEN = insert(tokens)
+# What ``grants.token_values`` gives for a new token: one fixed statement for all of them.
+TOKEN_COLUMNS = frozenset((
+    "tenant", "client_id", "user_id", "login_session_id", "family_id", "code_sha256",
+    "access_token_sha256", "refresh_token_sha256", "scope", "auth_time", "amr", "acr",
+    "issued_at", "access_expires_at", "refresh_expires_at",
+))
+_INSERT_TOKEN = DirectStatement(
+    insert(tokens).values({name: bindparam(name) for name in sorted(TOKEN_COLUMNS)})
+)
 # PostgreSQL: the redemption and the token holder in one round trip, the UPDATE ... RETURNING
 # as a data-modifying CTE joined with the user and their accounts. (SQLite has no such CTE.)
 _REDEEMED = _REDEEM_CODE.cte("redeemed")
-_REDEEM_CODE_WITH_HOLDER = (
+_REDEEM_CODE_WITH_HOLDER = DirectStatement(
     select(*(_REDEEMED.c[column.name] for column in _CODE), *_HOLDER, *ACCOUNT_CLAIM_COLUMNS)
     .select_from(_REDEEMED)
     .join(users, users.c.id == _REDEEMED.c.user_id)
@@ -157,7 +167,7 @@ def redeem_code(
     params = {"digest": digest, "in_tenant": tenant, "for_client": client_id, "now": now}
     connection = db.connection()
     if connection.dialect.name == "postgresql":
-        rows = connection.execute(_REDEEM_CODE_WITH_HOLDER, params).all()
+        rows = _REDEEM_CODE_WITH_HOLDER.all(connection, params)
         if not rows:
             return None
         width = len(_CODE)
@@ -185,7 +195,7 @@ def rotate_refresh_token(
     """Mark the refresh token rotated if it is this portal's, live, unexpired and its user
     active; its successor is inserted in the same transaction."""
     params = {"digest": digest, "in_tenant": tenant, "for_client": client_id, "now": now}
-    row = db.connection().execute(_ROTATE_REFRESH_TOKEN, params).first()
+    row = _ROTATE_REFRESH_TOKEN.first(db.connection(), params)
     return None if row is None else RotatedToken(*row)
 
 
@@ -211,7 +221,10 @@ def _holder_of(rows: list[Any]) -> TokenHolder:
 
 
 def insert_token(db: Session, values: dict[str, Any]) -> None:
-    db.connection().execute(_INSERT_TOKEN, values)
+    """Insert a new token row; ``values`` has exactly ``TOKEN_COLUMNS``."""
+    if values.keys() != TOKEN_COLUMNS:
+        raise ValueError(f"token columns differ: {sorted(values.keys() ^ TOKEN_COLUMNS)}")
+    _INSERT_TOKEN.execute(db.connection(), values)
 
 
 @dataclass(frozen=True, slots=True)
