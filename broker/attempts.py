@@ -100,7 +100,11 @@ class _Counter:
         self.counts = (c[failures], c.lock_count, c.locked_until)  # what a reservation returns
         self._reservations: dict[int, Any] = {}
         self._row = row
-        self.exact_end = update(table).where(row).values(locked_until=bindparam("exact_end"))
+        # Only the lock this reservation set: an unlock or success since then stays.
+        self.exact_end = update(table).where(
+            row, c.locked_until == bindparam("provisional_end", type_=c.locked_until.type),
+            c.lock_count == bindparam("lock_number"),
+        ).values(locked_until=bindparam("exact_end"))
         self.current_lock = select(c.locked_until).where(row)
         self.reset = update(table).where(row).values(
             {failures: 0, "lock_count": 0, "locked_until": None,
@@ -193,7 +197,9 @@ def _decide(connection: Any, counter: _Counter, row: Any, rule: LockoutRule, cou
     durations, complete = _lock_plan(rule)
     if locks > len(durations) and not complete:  # a lock beyond the bound ends: make it exact
         exact = decide_after_failure(rule, failures=count, lock_count=locks - 1, now=now)
-        connection.execute(counter.exact_end, {"row": row, "exact_end": exact.locked_until})
+        connection.execute(counter.exact_end, {
+            "row": row, "provisional_end": locked_until, "lock_number": locks,
+            "exact_end": exact.locked_until})
     return AttemptReservation(allowed=True, attempts_left=0, last_attempt=True)
 
 

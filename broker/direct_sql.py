@@ -13,17 +13,21 @@ runs the compiled SQL on the psycopg connection under the SQLAlchemy connection,
 transaction (or autocommit) that connection is in. Left out, so it falls back to SQLAlchemy's
 own execution:
 
-- when anything listens for ``before_cursor_execute`` on the engine, or it echoes SQL: statement
-  counters (tests, ``bench/statements_per_request.py``) and logs then see every statement;
-- on other dialects (SQLite), and for statements whose compiled form needs more than named
-  parameters (``literal_execute``, expanding ``IN``).
+- when anything listens for ``before_cursor_execute`` on the engine, or it logs SQL (echo, the
+  ``sqlalchemy.engine`` logger at INFO): statement counters (tests,
+  ``bench/statements_per_request.py``) and logs then see every statement;
+- on other dialects (SQLite), and for statements SQLAlchemy finishes at execution time
+  (``literal_execute``, expanding ``IN``, Python-side column defaults and ``onupdate``).
 
-Errors are psycopg's own, not wrapped in ``sqlalchemy.exc``: callers of these statements do not
-catch database errors (a failed login statement is a server error either way).
+Errors are psycopg's own (a naive datetime: the ``ValueError`` of ``UTCDateTime``), not wrapped
+in ``sqlalchemy.exc``: callers of these statements catch no database errors (a failed login
+statement is a server error either way), and a connection lost under one is invalidated at the
+rollback that follows.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,8 +96,9 @@ class DirectStatement:
 
     def _prepare(self, connection: Connection) -> _Prepared | None:
         """The compiled form to send, or None when SQLAlchemy should execute it instead."""
-        if connection.engine.echo or connection.dispatch.before_cursor_execute:
-            return None
+        if connection.dispatch.before_cursor_execute or connection.engine.logger.isEnabledFor(
+                logging.INFO):
+            return None  # someone watches statements (listeners, echo, the engine's log)
         dialect = connection.dialect
         if dialect.name not in self._prepared:
             self._prepared[dialect.name] = (
@@ -115,8 +120,9 @@ class DirectStatement:
 
 def _compile(statement: Any, dialect: Dialect) -> _Prepared | None:
     compiled = statement.compile(dialect=dialect)
-    if compiled.literal_execute_params or compiled.post_compile_params:
-        return None  # finished at execution time by SQLAlchemy: leave it to SQLAlchemy
+    if (compiled.literal_execute_params or compiled.post_compile_params
+            or compiled.insert_prefetch or compiled.update_prefetch):
+        return None  # finished at execution time (Python-side defaults too): SQLAlchemy's job
     parameters: dict[str, Processor] = {}  # by name, as SQLAlchemy keeps them: a name used
     for bind, name in compiled.bind_names.items():  # twice is one value, processed once
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)

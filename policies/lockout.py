@@ -100,8 +100,8 @@ def decide_after_failure(
     """Given the failures so far (including this one) and the locks so far, lock or not.
 
     The database counters apply exactly this decision inside the one atomic statement that
-    takes the try (``broker.attempts``, with the ends from ``lock_ends``); this function states
-    it plainly for readers and tests.
+    takes the try (``broker.attempts``, with the lengths from ``lock_durations``); this
+    function states it plainly for readers and tests.
     """
     if not locks_after(rule, failures):
         return LockDecision(failures=failures, lock_count=lock_count, locked_until=None)
@@ -109,7 +109,6 @@ def decide_after_failure(
     return LockDecision(
         failures=failures, lock_count=number, locked_until=lock_until(rule, number, now)
     )
-
 
 
 def lock_durations(rule: LockoutRule, limit: int) -> tuple[tuple[timedelta | None, ...], bool]:

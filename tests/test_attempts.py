@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from broker import attempts
 from broker import db as database
 from broker.attempts import (
     LOCK_ENDS,
@@ -182,3 +183,31 @@ def test_lock_durations_stop_at_the_length_every_later_lock_shares():
         (minute, 2 * minute), False)
     with pytest.raises(ValueError):
         lock_durations(LockoutRule(), 0)
+
+
+def test_an_unlock_between_a_reservation_and_its_lock_correction_stays(
+        sessions, database_url, monkeypatch):
+    """PostgreSQL runs a login's reservation in autocommit: the correction of a lock beyond
+    the bound ends comes after it is committed. It corrects only the lock it set."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("on SQLite the reservation and its correction share one transaction")
+    rule = LockoutRule(max_attempts=1, lock_minutes=1, growth_factor=1.1, max_lock_minutes=600)
+    now = utcnow()
+    for _ in range(LOCK_ENDS):  # locks 1..16, each run out
+        now = guess(sessions, False, now, rule)[1]
+    real_decide = attempts.decide_after_failure
+
+    def unlocked_meanwhile(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with sessions() as other:
+            unlock(other, KEY)
+            other.commit()
+        return real_decide(*args, **kwargs)
+
+    monkeypatch.setattr(attempts, "decide_after_failure", unlocked_meanwhile)
+    with sessions() as db:
+        database.statements_stand_alone(db)
+        assert reserve_attempt(db, KEY, rule, now).last_attempt  # lock 17, then the unlock
+        db.commit()
+    with sessions() as db:
+        counter = db.get(AttemptCounter, KEY)
+        assert (counter.failures, counter.lock_count, counter.locked_until) == (0, 0, None)

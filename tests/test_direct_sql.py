@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import bindparam, event, insert, select, update
+from sqlalchemy.exc import StatementError
 
 from broker import db as database
 from broker.direct_sql import DirectStatement
@@ -52,8 +53,20 @@ def test_values_go_in_and_come_back_as_sqlalchemy_would_give_them(engine):
 
 
 def test_a_naive_datetime_is_refused_as_by_sqlalchemy(engine):
-    with engine.begin() as connection, pytest.raises(Exception, match="naive datetime"):
+    with engine.begin() as connection, pytest.raises((ValueError, StatementError),
+                                                     match="naive datetime"):
         _record(connection, datetime(2026, 12, 6, 9, 30), {})
+
+
+def test_python_side_column_defaults_are_left_to_sqlalchemy(engine):
+    """``at``, ``outcome`` and ``details`` have Python-side defaults: SQLAlchemy computes them
+    at execution, so such a statement runs through SQLAlchemy, and they are filled in."""
+    sparse = DirectStatement(
+        insert(AUDIT).values(tenant="fjordvarme", event="probe", actor_type="system")
+        .returning(AUDIT.c.at, AUDIT.c.outcome, AUDIT.c.details))
+    with engine.begin() as connection:
+        at, outcome, details = sparse.first(connection, {})
+    assert at.tzinfo == UTC and (outcome, details) == ("ok", {})
 
 
 def test_it_runs_in_the_connections_transaction(engine):

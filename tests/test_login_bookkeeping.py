@@ -4,6 +4,7 @@ second factor comes first. On both backends, through the login page."""
 
 from __future__ import annotations
 
+import psycopg
 import pyotp
 import pytest
 from sqlalchemy import event, select, update
@@ -180,3 +181,26 @@ def test_a_login_that_rehashes_the_password_saves_the_new_hash_with_the_session(
         assert log_in(app.test_client(), NO, EMAIL).status_code == 302  # the new hash verifies
     finally:
         stronger.extensions["broker"].engine.dispose()
+
+
+def test_on_postgresql_the_login_statements_reach_the_driver_outside_a_transaction(
+        app, monkeypatch):
+    """As it runs in production, with no statement listener (which would make them run through
+    SQLAlchemy): both go to psycopg directly, in autocommit, and the pooled connection comes
+    back to the pool out of autocommit."""
+    engine = app.extensions["broker"].engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite runs them through SQLAlchemy in BEGIN IMMEDIATE")
+    sent: list[tuple[str, bool]] = []
+    real_execute = psycopg.Connection.execute
+
+    def watched(self, query, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append((str(query).split()[0], self.autocommit))
+        return real_execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", watched)
+    assert log_in(app.test_client(), NO, EMAIL).status_code == 302
+    monkeypatch.undo()
+    assert sent == [("WITH", True), ("WITH", True)]
+    with engine.connect() as connection:
+        assert connection.connection.driver_connection.autocommit is False
