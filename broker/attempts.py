@@ -98,7 +98,7 @@ class _Counter:
         now = bindparam("now", type_=c.locked_until.type)
         self.unlocked = or_(c.locked_until.is_(None), c.locked_until <= now)
         self.counts = (c[failures], c.lock_count, c.locked_until)  # what a reservation returns
-        self._reservations: dict[int, Any] = {}
+        self._reservations: dict[int, DirectStatement] = {}
         self._row = row
         # Only the lock this reservation set: an unlock or success since then stays.
         self.exact_end = update(table).where(
@@ -114,7 +114,7 @@ class _Counter:
     def taken(self, ends: int) -> dict[str, Any]:
         """The SET of a reservation: take one try and, when it is the last, lock in the same
         statement. ``ends``: how many lock ends are bound (``lock_end_1`` ...); the lock count
-        the row had picks one (``_lock_parameters``)."""
+        the row had picks one (``_LockPlan.parameters``)."""
         c = self._table.c
         now = bindparam("now", type_=c.locked_until.type)
         lock_expired = and_(c.locked_until.is_not(None), c.locked_until <= now)
@@ -132,10 +132,10 @@ class _Counter:
             if self._stamp_on_lock_only else now,
         }
 
-    def reserve(self, ends: int) -> Any:
+    def reserve(self, ends: int) -> DirectStatement:
         """The reservation of the row named ``row``."""
         if ends not in self._reservations:
-            self._reservations[ends] = self.reserve_where(self._row, ends=ends)
+            self._reservations[ends] = DirectStatement(self.reserve_where(self._row, ends=ends))
         return self._reservations[ends]
 
     def reserve_where(self, *where: Any, ends: int, returning: tuple[Any, ...] = ()) -> Any:
@@ -154,48 +154,55 @@ KEY_COUNTER = _Counter(ATTEMPTS, "key", "failures", "updated_at", stamp_on_lock_
 USER_COUNTER = _Counter(USERS, "id", "failed_logins", "locked_at", stamp_on_lock_only=True)
 
 
+@dataclass(frozen=True)
+class _LockPlan:
+    """A rule as its reservations bind it: the lengths of locks 1, 2, ... (``lock_durations``,
+    at most ``LOCK_ENDS``), and whether later locks all share the last one."""
+
+    rule: LockoutRule
+    durations: tuple[timedelta | None, ...]
+    complete: bool
+
+    @property
+    def ends(self) -> int:
+        return len(self.durations)
+
+    def parameters(self, now: datetime) -> dict[str, Any]:
+        """A reservation's parameters: the allowance, and when locks 1, 2, ... that start
+        ``now`` end."""
+        parameters: dict[str, Any] = {"max_attempts": self.rule.max_attempts, "now": now}
+        for number, duration in enumerate(self.durations, 1):
+            parameters[f"lock_end_{number}"] = (
+                LOCKED_UNTIL_UNLOCKED if duration is None else now + duration
+            )
+        return parameters
+
+
 @functools.lru_cache(maxsize=64)
-def _lock_plan(rule: LockoutRule) -> tuple[tuple[timedelta | None, ...], bool]:
-    return lock_durations(rule, LOCK_ENDS)
-
-
-def _lock_parameters(rule: LockoutRule, now: datetime) -> dict[str, Any]:
-    """The rule's parameters of a reservation: the allowance, and when locks 1, 2, ... that
-    start ``now`` end."""
-    durations, _ = _lock_plan(rule)
-    parameters: dict[str, Any] = {"max_attempts": rule.max_attempts, "now": now}
-    for number, duration in enumerate(durations, 1):
-        parameters[f"lock_end_{number}"] = (
-            LOCKED_UNTIL_UNLOCKED if duration is None else now + duration
-        )
-    return parameters
-
-
-def _ends(rule: LockoutRule) -> int:
-    return len(_lock_plan(rule)[0])
+def _lock_plan(rule: LockoutRule) -> _LockPlan:
+    return _LockPlan(rule, *lock_durations(rule, LOCK_ENDS))
 
 
 def _reserve(
     db: Session, counter: _Counter, row: Any, rule: LockoutRule, now: datetime
 ) -> AttemptReservation:
+    plan = _lock_plan(rule)
     connection = db.connection()
-    taken = connection.execute(
-        counter.reserve(_ends(rule)), {"row": row, **_lock_parameters(rule, now)}
-    ).first()
+    taken = counter.reserve(plan.ends).first(connection, {"row": row, **plan.parameters(now)})
     if taken is None:
         current = connection.execute(counter.current_lock, {"row": row}).scalar()
         return AttemptReservation(allowed=False, locked_until=current)
     count, locks, locked_until = taken
-    return _decide(connection, counter, row, rule, count, locks, locked_until, now)
+    return _decide(connection, counter, row, plan, count, locks, locked_until, now)
 
 
-def _decide(connection: Any, counter: _Counter, row: Any, rule: LockoutRule, count: int,
+def _decide(connection: Any, counter: _Counter, row: Any, plan: _LockPlan, count: int,
             locks: int, locked_until: datetime | None, now: datetime) -> AttemptReservation:
     """After a reservation took try number ``count`` (and locked, if it was the last)."""
+    rule = plan.rule
     if locked_until is None:
         return AttemptReservation(allowed=True, attempts_left=rule.max_attempts - count)
-    durations, complete = _lock_plan(rule)
-    if locks > len(durations) and not complete:  # a lock beyond the bound ends: make it exact
+    if locks > plan.ends and not plan.complete:  # a lock beyond the bound ends: make it exact
         exact = decide_after_failure(rule, failures=count, lock_count=locks - 1, now=now)
         connection.execute(counter.exact_end, {
             "row": row, "provisional_end": locked_until, "lock_number": locks,
@@ -232,18 +239,14 @@ def _reserve_by_upsert(insert: Any, ends: int) -> Any:
 
 
 _INSERTS = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
-_KEY_RESERVATIONS: dict[tuple[str, int], DirectStatement] = {}
 
 
+@functools.cache
 def _key_reservation(dialect: str, ends: int) -> DirectStatement:
-    statement = _KEY_RESERVATIONS.get((dialect, ends))
-    if statement is None:
-        insert = _INSERTS.get(dialect)
-        if insert is None:
-            raise RuntimeError(f"attempt counters need PostgreSQL or SQLite, not {dialect}")
-        statement = DirectStatement(_reserve_by_upsert(insert, ends))
-        _KEY_RESERVATIONS[dialect, ends] = statement
-    return statement
+    insert = _INSERTS.get(dialect)
+    if insert is None:
+        raise RuntimeError(f"attempt counters need PostgreSQL or SQLite, not {dialect}")
+    return DirectStatement(_reserve_by_upsert(insert, ends))
 
 
 def reserve_attempt(
@@ -256,9 +259,10 @@ def reserve_attempt(
     does not buy more tries.
     """
     now = now or utcnow()
+    plan = _lock_plan(rule)
     connection = db.connection()
-    statement = _key_reservation(connection.dialect.name, _ends(rule))
-    parameters = _lock_parameters(rule, now)
+    statement = _key_reservation(connection.dialect.name, plan.ends)
+    parameters = plan.parameters(now)
     first_lock = rule.max_attempts <= 1
     taken = statement.first(connection, {
         "row": key, **parameters,
@@ -269,7 +273,7 @@ def reserve_attempt(
         current = connection.execute(KEY_COUNTER.current_lock, {"row": key}).scalar()
         return AttemptReservation(allowed=False, locked_until=current)
     count, locks, locked_until = taken
-    return _decide(connection, KEY_COUNTER, key, rule, count, locks, locked_until, now)
+    return _decide(connection, KEY_COUNTER, key, plan, count, locks, locked_until, now)
 
 
 def record_success(db: Session, key: str) -> None:
@@ -367,17 +371,18 @@ def reserve_login_attempt_by_email(
     """Find the account by email and take one attempt from its password counter: one
     statement on PostgreSQL, two on SQLite."""
     now = now or utcnow()
+    plan = _lock_plan(rule)
     connection = db.connection()
-    params = {"in_tenant": tenant, "by_email": email, **_lock_parameters(rule, now)}
+    params = {"in_tenant": tenant, "by_email": email, **plan.parameters(now)}
     if connection.dialect.name == "postgresql":
-        taken = _take_login_try_on_postgresql(connection, _ends(rule), params, now)
+        taken = _take_login_try_on_postgresql(connection, plan.ends, params, now)
     else:
-        taken = _take_login_try_on_sqlite(connection, _ends(rule), params)
+        taken = _take_login_try_on_sqlite(connection, plan.ends, params)
     if isinstance(taken, PasswordAttempt):  # refused: unknown or locked
         return taken
     count, locks, locked_until, columns = taken
     user = dict(zip(LOGIN_COLUMNS, columns, strict=True))
-    reservation = _decide(connection, USER_COUNTER, user["id"], rule, count, locks,
+    reservation = _decide(connection, USER_COUNTER, user["id"], plan, count, locks,
                           locked_until, now)
     return PasswordAttempt(user["id"], reservation, user)
 
@@ -416,7 +421,7 @@ def _take_login_try_on_sqlite(connection: Any, ends: int,
     if account is None:
         return PasswordAttempt(None, AttemptReservation(allowed=False))
     *columns, locked_until = account
-    taken = connection.execute(USER_COUNTER.reserve(ends), {"row": account.id, **params}).first()
+    taken = USER_COUNTER.reserve(ends).first(connection, {"row": account.id, **params})
     if taken is None:
         return PasswordAttempt(account.id, AttemptReservation(False, locked_until))
     count, locks, new_lock = taken
