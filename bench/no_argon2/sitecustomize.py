@@ -5,6 +5,8 @@ of a broker that serves anyone. A wrong password still fails, so the login path 
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerifyMismatchError
@@ -22,7 +24,14 @@ def _hash(self: PasswordHasher, password: str | bytes, *, salt: bytes | None = N
     return floor_hash(password)
 
 
+# ``login_floor.py --hold-ms``: each verify also waits this long, without using the CPU, so
+# that a login is in flight as long as with argon2 and its parts run between pauses.
+_HOLD_SECONDS = float(os.environ.get("BENCH_FLOOR_HOLD_MS", "0")) / 1000
+
+
 def _verify(self: PasswordHasher, stored: str | bytes, password: str | bytes) -> bool:
+    if _HOLD_SECONDS:
+        time.sleep(_HOLD_SECONDS)
     stored = stored.decode() if isinstance(stored, bytes) else stored
     if not stored.startswith(_PREFIX) or stored != _hash(self, password):
         raise VerifyMismatchError("floor: mismatch")
