@@ -9,6 +9,11 @@ thread that has run argon2 keeps its 19 MiB buffer in its own malloc arena: hash
 gunicorn worker's request threads held one buffer per thread (BENCHMARKS.md, memory). On the
 pool the buffers stay few and are reused warm, and a burst of logins queues for the cores
 instead of allocating a buffer per waiting request.
+
+A process that may use one CPU only (a pinned gunicorn worker) verifies with the interpreter
+lock kept (``broker.argon2_verify``): there, the other threads cannot run beside argon2 anyway,
+and letting them cut in on it cost a login more than the verify's own wait costs them. With
+more CPUs, argon2-cffi releases the lock so that they run in parallel.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from typing import TypeVar
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from .argon2_verify import Verifier, holding_verifier
 from .config import TenantConfig
 
 T = TypeVar("T")
 _pool_lock = threading.Lock()
-_pool: tuple[int, ThreadPoolExecutor] | None = None
+# (process id, its hashing threads, the verifier that keeps the GIL when it has one CPU)
+_pool: tuple[int, ThreadPoolExecutor, Verifier | None] | None = None
 
 
 def hashing_threads() -> int:
@@ -38,16 +45,23 @@ def hashing_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def on_hashing_threads(work: Callable[[], T]) -> T:
-    """Run ``work`` (an argon2 hash or verify) on this process's hashing threads, made anew
-    after a fork: a forked child inherits the pool object but none of its threads."""
+def _hashing_pool() -> tuple[int, ThreadPoolExecutor, Verifier | None]:
+    """This process's hashing threads, made anew after a fork: a forked child inherits the
+    pool object but none of its threads."""
     global _pool
     pid = os.getpid()
     if _pool is None or _pool[0] != pid:
         with _pool_lock:
             if _pool is None or _pool[0] != pid:
-                _pool = (pid, ThreadPoolExecutor(hashing_threads(), "argon2"))
-    return _pool[1].submit(work).result()
+                threads = hashing_threads()
+                _pool = (pid, ThreadPoolExecutor(threads, "argon2"),
+                         holding_verifier() if threads == 1 else None)
+    return _pool
+
+
+def on_hashing_threads(work: Callable[[], T]) -> T:
+    """Run ``work`` (an argon2 hash or verify) on this process's hashing threads."""
+    return _hashing_pool()[1].submit(work).result()
 
 
 @lru_cache(maxsize=64)
@@ -68,14 +82,17 @@ def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str
     """True when ``password`` matches. With no stored hash, a dummy verify keeps the time equal."""
     hasher = hasher_for(tenant)
     reference = stored_hash or dummy_hash(tenant)
+    _, threads, holding = _hashing_pool()
 
     def verify() -> bool:
+        if holding is not None:  # one CPU: keep the GIL (module docstring)
+            return holding(reference, password)
         try:
             return hasher.verify(reference, password)
         except (VerificationError, InvalidHashError):
             return False
 
-    return on_hashing_threads(verify) and stored_hash is not None
+    return threads.submit(verify).result() and stored_hash is not None
 
 
 def needs_rehash(tenant: TenantConfig, stored_hash: str) -> bool:
