@@ -53,7 +53,9 @@ def db_upgrade(config_path: str) -> None:
 @click.option("--bind", default="127.0.0.1:5000", show_default=True)
 @click.option("--workers", default=2, show_default=True)
 @click.option("--threads", default=4, show_default=True, help="threads per worker (gthread)")
-def serve(config_path: str, bind: str, workers: int, threads: int) -> None:
+@click.option("--pin-workers", is_flag=True,
+              help="run each worker on a CPU of its own (one worker per CPU; docs/DEPLOYMENT.md)")
+def serve(config_path: str, bind: str, workers: int, threads: int, pin_workers: bool) -> None:
     """Run the broker under gunicorn (production)."""
     from gunicorn.app.base import BaseApplication
 
@@ -67,6 +69,11 @@ def serve(config_path: str, bind: str, workers: int, threads: int) -> None:
             self.cfg.set("workers", workers)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", threads)
+            if pin_workers:
+                from .worker_cpus import pick_cpu_before_fork, pin_after_fork
+
+                self.cfg.set("pre_fork", pick_cpu_before_fork)
+                self.cfg.set("post_fork", pin_after_fork)
 
         def load(self):  # type: ignore[no-untyped-def]
             return create_app(config)

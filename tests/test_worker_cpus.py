@@ -1,0 +1,104 @@
+"""``broker serve --pin-workers``: each worker on a CPU of its own, also after a worker dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from broker import worker_cpus
+
+from .test_lockout_processes import CONFIG, ROOT, SLUG, _free_port, _stop_all, _wait_until_up
+
+
+def arbiter_with(*cpus: int | None) -> SimpleNamespace:
+    workers = {}
+    for pid, cpu in enumerate(cpus, start=100):
+        worker = SimpleNamespace()
+        if cpu is not None:
+            setattr(worker, worker_cpus.CPU_ATTRIBUTE, cpu)
+        workers[pid] = worker
+    return SimpleNamespace(WORKERS=workers)
+
+
+def picked(arbiter: SimpleNamespace) -> int:
+    worker = SimpleNamespace()
+    worker_cpus.pick_cpu_before_fork(arbiter, worker)
+    return int(getattr(worker, worker_cpus.CPU_ATTRIBUTE))
+
+
+def test_the_master_gives_each_new_worker_the_cpu_its_live_workers_use_least(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {4, 5, 6})
+    assert picked(arbiter_with()) == 4
+    assert picked(arbiter_with(4)) == 5
+    assert picked(arbiter_with(4, 5)) == 6
+    assert picked(arbiter_with(4, 5, 6)) == 4  # more workers than CPUs: spread evenly
+    assert picked(arbiter_with(4, 5, 6, 4)) == 5
+    assert picked(arbiter_with(4, 6)) == 5  # the worker on 5 died: its successor takes 5
+    assert picked(arbiter_with(None, 4)) == 5  # a worker without a CPU holds none
+
+
+def cpus_of(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split()[1]
+    raise AssertionError(f"no Cpus_allowed_list for {pid}")
+
+
+def pinned_cpu(pid: int, allowed: set[str]) -> str:
+    """The one CPU ``pid`` runs on, once its ``post_fork`` has pinned it."""
+    deadline = time.monotonic() + 30
+    while (cpus := cpus_of(pid)) not in allowed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return cpus
+
+
+def workers_of(master: int) -> list[int]:
+    return [int(pid) for pid in
+            Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to")
+def test_two_pinned_workers_run_on_two_cpus_and_a_replacement_takes_the_freed_one(
+    sqlite_url: str, tmp_path: Path
+):
+    config_path = tmp_path / "broker.toml"
+    config_path.write_text(CONFIG.format(database_url=sqlite_url, slug=SLUG, max_attempts=3),
+                           encoding="utf-8")
+    port = _free_port()
+    with (tmp_path / "serve.log").open("wb") as log:
+        master = subprocess.Popen(
+            [sys.executable, "-c", "from broker.cli import main; main()", "serve",
+             "--config", str(config_path), "--bind", f"127.0.0.1:{port}", "--workers", "2",
+             "--pin-workers"],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            _wait_until_up(f"http://127.0.0.1:{port}", master, time.monotonic() + 30)
+            deadline = time.monotonic() + 30
+            while len(workers_of(master.pid)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            first, second = workers_of(master.pid)
+            allowed = {str(cpu) for cpu in os.sched_getaffinity(0)}
+            pinned = {first: pinned_cpu(first, allowed), second: pinned_cpu(second, allowed)}
+            assert set(pinned.values()) <= allowed and len(set(pinned.values())) == 2
+
+            os.kill(first, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                successors = [pid for pid in workers_of(master.pid) if pid not in pinned]
+                if successors:
+                    break
+                time.sleep(0.1)
+            assert successors, "gunicorn started no worker in place of the killed one"
+            assert pinned_cpu(successors[0], allowed) == pinned[first]
+            assert cpus_of(second) == pinned[second]
+        finally:
+            _stop_all([master])
+    assert "runs on CPU" in (tmp_path / "serve.log").read_text()
