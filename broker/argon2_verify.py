@@ -5,8 +5,8 @@ can run meanwhile. In a process confined to one CPU they cannot run meanwhile, o
 each thread that a network answer wakes preempts the verify, runs its slice of another request
 in caches that argon2's 19 MiB have just swept, and hands the CPU back. A password login's
 other work then costs about twice what it costs when run back to back (BENCHMARKS.md,
-2026-12-06, "the rest of a login"). With the GIL kept, those slices wait for the verify's end
-and then run one after another, and the verify runs in one piece.
+2026-12-06, "a verify that keeps the GIL"). With the GIL kept, those slices wait for the
+verify's end and then run one after another, and the verify runs in one piece.
 
 The call goes to the libargon2 that argon2-cffi itself calls (built into argon2-cffi-bindings),
 through ``ctypes.PyDLL``, which, unlike cffi, keeps the GIL during the call. Where that library

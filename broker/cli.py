@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -51,16 +52,30 @@ def db_upgrade(config_path: str) -> None:
 @main.command("serve")
 @CONFIG_OPTION
 @click.option("--bind", default="127.0.0.1:5000", show_default=True)
-@click.option("--workers", default=2, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="worker processes  [default: 2; with --pin-workers, one per CPU]")
 @click.option("--threads", default=4, show_default=True, help="threads per worker (gthread)")
 @click.option("--pin-workers", is_flag=True,
-              help="run each worker on a CPU of its own (one worker per CPU; docs/DEPLOYMENT.md)")
-def serve(config_path: str, bind: str, workers: int, threads: int, pin_workers: bool) -> None:
+              help="run each worker on a CPU of its own (Linux; docs/DEPLOYMENT.md)")
+def serve(config_path: str, bind: str, workers: int | None, threads: int,
+          pin_workers: bool) -> None:
     """Run the broker under gunicorn (production)."""
     from gunicorn.app.base import BaseApplication
 
     from .app import create_app
 
+    if pin_workers:
+        if not hasattr(os, "sched_setaffinity"):
+            raise click.UsageError("--pin-workers needs Linux (sched_setaffinity)")
+        from .worker_cpus import usable_cpus
+
+        cpus = usable_cpus()
+        if workers is None:
+            workers = cpus
+        elif workers < cpus:
+            click.echo(f"note: {workers} pinned worker(s) leave {cpus - workers} of {cpus} "
+                       "CPUs unused", err=True)
+    workers = workers or 2
     config = _load(config_path)
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]

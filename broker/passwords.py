@@ -10,10 +10,12 @@ gunicorn worker's request threads held one buffer per thread (BENCHMARKS.md, mem
 pool the buffers stay few and are reused warm, and a burst of logins queues for the cores
 instead of allocating a buffer per waiting request.
 
-A process that may use one CPU only (a pinned gunicorn worker) verifies with the interpreter
-lock kept (``broker.argon2_verify``): there, the other threads cannot run beside argon2 anyway,
-and letting them cut in on it cost a login more than the verify's own wait costs them. With
-more CPUs, argon2-cffi releases the lock so that they run in parallel.
+A process that may use one CPU only (a worker of ``broker serve --pin-workers``, or any process
+on a one-CPU host or cpuset) verifies with the interpreter lock kept (``broker.argon2_verify``):
+there, the other threads cannot run beside argon2 anyway, and letting them cut in on it cost a
+login more than the verify's own wait costs them. With more CPUs, argon2-cffi releases the lock
+so that they run in parallel. Hashing (registration, rehash) and staff verifies always go
+through argon2-cffi: they are rare.
 """
 
 from __future__ import annotations
@@ -89,8 +91,8 @@ def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str
             return holding(reference, password)
         try:
             return hasher.verify(reference, password)
-        except (VerificationError, InvalidHashError):
-            return False
+        except (VerificationError, InvalidHashError, UnicodeEncodeError):
+            return False  # UnicodeEncodeError: a stored "hash" that is not ASCII
 
     return threads.submit(verify).result() and stored_hash is not None
 

@@ -23,7 +23,18 @@ def pick_cpu_before_fork(arbiter: Any, worker: Any) -> None:
 
 
 def pin_after_fork(arbiter: Any, worker: Any) -> None:
-    """gunicorn's ``post_fork`` hook, in the new worker: run on the CPU picked for it."""
+    """gunicorn's ``post_fork`` hook, in the new worker: run on the CPU picked for it. Should
+    the CPU have gone meanwhile (the cpuset changed), the worker runs unpinned rather than
+    fail to boot, which would stop the whole server."""
     cpu = getattr(worker, CPU_ATTRIBUTE)
-    os.sched_setaffinity(0, {cpu})
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as error:
+        worker.log.warning("worker %s not pinned to CPU %s: %s", worker.pid, cpu, error)
+        return
     worker.log.info("worker %s runs on CPU %s", worker.pid, cpu)
+
+
+def usable_cpus() -> int:
+    """How many CPUs this process may use: the default number of pinned workers."""
+    return len(os.sched_getaffinity(0))

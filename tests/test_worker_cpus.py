@@ -64,7 +64,56 @@ def workers_of(master: int) -> list[int]:
             Path(f"/proc/{master}/task/{master}/children").read_text().split()]
 
 
+def test_a_worker_whose_cpu_is_gone_runs_unpinned_rather_than_fail(monkeypatch):
+    def refuse(_pid: int, _cpus: set[int]) -> None:
+        raise OSError(22, "Invalid argument")
+
+    warnings: list[str] = []
+    log = SimpleNamespace(warning=lambda message, *args: warnings.append(message % args),
+                          info=lambda *args: None)
+    worker = SimpleNamespace(pid=4242, log=log, **{worker_cpus.CPU_ATTRIBUTE: 7})
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    worker_cpus.pin_after_fork(None, worker)
+    assert warnings == ["worker 4242 not pinned to CPU 7: [Errno 22] Invalid argument"]
+
+
+def settings_of_serve(monkeypatch, *arguments: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """What ``broker serve`` hands gunicorn, without starting it."""
+    from click.testing import CliRunner
+    from gunicorn.app.base import BaseApplication
+
+    from broker.cli import main
+
+    seen: dict[str, object] = {}
+
+    def run(self):  # type: ignore[no-untyped-def]
+        seen.update(workers=self.cfg.workers, pre_fork=self.cfg.pre_fork,
+                    post_fork=self.cfg.post_fork)
+
+    monkeypatch.setattr(BaseApplication, "run", run)
+    monkeypatch.setattr(worker_cpus, "usable_cpus", lambda: 6)
+    result = CliRunner().invoke(main, ["serve", "--config", str(ROOT / "config.example.toml"),
+                                       *arguments])
+    assert result.exit_code == 0, result.output
+    seen["output"] = result.output
+    return seen
+
+
+def test_pinned_workers_default_to_one_per_cpu_and_fewer_are_pointed_out(monkeypatch):
+    pinned = settings_of_serve(monkeypatch, "--pin-workers")
+    assert pinned["workers"] == 6
+    assert pinned["pre_fork"] is worker_cpus.pick_cpu_before_fork
+    assert pinned["post_fork"] is worker_cpus.pin_after_fork
+    fewer = settings_of_serve(monkeypatch, "--pin-workers", "--workers", "2")
+    assert fewer["workers"] == 2 and "leave 4 of 6 CPUs unused" in str(fewer["output"])
+    unpinned = settings_of_serve(monkeypatch)
+    assert unpinned["workers"] == 2
+    assert unpinned["pre_fork"] is not worker_cpus.pick_cpu_before_fork
+
+
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to")
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+                    reason="this kernel lists no children in /proc (CONFIG_PROC_CHILDREN)")
 def test_two_pinned_workers_run_on_two_cpus_and_a_replacement_takes_the_freed_one(
     sqlite_url: str, tmp_path: Path
 ):
