@@ -1,5 +1,5 @@
 """What the HTTP benchmarks share: a scratch PostgreSQL database, a config file, a real
-``broker serve`` (gunicorn, one worker) pinned to one CPU, and the figures read from /proc.
+``broker serve --pin-workers`` (gunicorn, one worker) on one CPU, and the figures read from /proc.
 
 One worker pinned to one CPU makes every rate a rate *per core*. The worker's CPU seconds
 (utime + stime from /proc) are read before and after each measured phase, so a rate can also
@@ -191,9 +191,12 @@ def broker_serve(folder: Path, database_url: str, cpu: int = 0,
     subprocess.run([BROKER, "db", "upgrade", "--config", str(config_path)], check=True,
                    env=env, stdout=subprocess.DEVNULL)
     log = (folder / "broker.log").open("wb")
+    # The master runs on ``cpu`` alone, so the one worker --pin-workers pins lands there too
+    # (a checkout from before --pin-workers gets the same CPU by inheritance).
+    pin = ["--pin-workers"] if "--pin-workers" in (code_root / "broker/cli.py").read_text() else []
     process = subprocess.Popen(  # noqa: S603 - our own CLI
         [BROKER, "serve", "--config", str(config_path), "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--threads", os.environ.get("BENCH_WORKER_THREADS", "4")],
+         "--workers", "1", "--threads", os.environ.get("BENCH_WORKER_THREADS", "4"), *pin],
         env=env, stdout=log, stderr=subprocess.STDOUT,
         preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
     )

@@ -10,12 +10,12 @@ gunicorn worker's request threads held one buffer per thread (BENCHMARKS.md, mem
 pool the buffers stay few and are reused warm, and a burst of logins queues for the cores
 instead of allocating a buffer per waiting request.
 
-A process that may use one CPU only (a worker of ``broker serve --pin-workers``, or any process
-on a one-CPU host or cpuset) verifies with the interpreter lock kept (``broker.argon2_verify``):
-there, the other threads cannot run beside argon2 anyway, and letting them cut in on it cost a
-login more than the verify's own wait costs them. With more CPUs, argon2-cffi releases the lock
-so that they run in parallel. Hashing (registration, rehash) and staff verifies always go
-through argon2-cffi: they are rare.
+A worker of ``broker serve --pin-workers`` (one CPU each) verifies users' passwords with the
+interpreter lock kept (``broker.argon2_verify``): there, the other threads cannot run beside
+argon2 anyway, and letting them cut in on it cost a login more than the verify's own wait
+costs them; the price, other requests waiting for a verify's end, is the operator's choice
+(docs/DEPLOYMENT.md). Every other process verifies with argon2-cffi, which releases the lock.
+Hashing (registration, rehash) and staff verifies always go through argon2-cffi: they are rare.
 """
 
 from __future__ import annotations
@@ -37,6 +37,14 @@ T = TypeVar("T")
 _pool_lock = threading.Lock()
 # (process id, its hashing threads, the verifier that keeps the GIL when it has one CPU)
 _pool: tuple[int, ThreadPoolExecutor, Verifier | None] | None = None
+_keep_gil = False  # set in each pinned worker: keep_gil_while_verifying
+
+
+def keep_gil_while_verifying() -> None:
+    """From now on, verify keeping the GIL whenever this process may use one CPU only.
+    ``broker serve --pin-workers`` calls it in each worker (broker.worker_cpus)."""
+    global _keep_gil
+    _keep_gil = True
 
 
 def hashing_threads() -> int:
@@ -85,9 +93,11 @@ def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str
     hasher = hasher_for(tenant)
     reference = stored_hash or dummy_hash(tenant)
     _, threads, holding = _hashing_pool()
+    if not _keep_gil:
+        holding = None
 
     def verify() -> bool:
-        if holding is not None:  # one CPU: keep the GIL (module docstring)
+        if holding is not None:  # a pinned worker: keep the GIL (module docstring)
             return holding(reference, password)
         try:
             return hasher.verify(reference, password)

@@ -1,8 +1,8 @@
 """``broker serve --pin-workers``: each gunicorn worker on a CPU of its own.
 
-A worker confined to one CPU verifies passwords keeping the interpreter lock
-(``broker.passwords``), so that a login's other work runs between verifies instead of cutting
-into them; this is also the set-up ``bench/login_throughput.py`` measures. The master picks the
+A pinned worker verifies passwords keeping the interpreter lock (``broker.passwords``), so
+that a login's other work runs between verifies instead of cutting into them; this is also
+the set-up ``bench/login_throughput.py`` measures. The master picks the
 CPU before it forks (it alone knows which CPUs its live workers hold), the new worker pins
 itself after the fork, and a worker that replaces one that died takes the CPU left free.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 from typing import Any
+
+from .passwords import keep_gil_while_verifying
 
 CPU_ATTRIBUTE = "broker_cpu"
 
@@ -32,6 +34,7 @@ def pin_after_fork(arbiter: Any, worker: Any) -> None:
     except OSError as error:
         worker.log.warning("worker %s not pinned to CPU %s: %s", worker.pid, cpu, error)
         return
+    keep_gil_while_verifying()
     worker.log.info("worker %s runs on CPU %s", worker.pid, cpu)
 
 

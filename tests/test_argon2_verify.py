@@ -126,7 +126,9 @@ def test_it_keeps_the_gil_for_the_whole_verify_where_argon2_cffi_releases_it(ver
     assert steps > 0
 
 
-def test_a_process_on_one_cpu_verifies_keeping_the_gil_and_on_more_with_argon2_cffi(monkeypatch):
+def test_a_pinned_worker_verifies_keeping_the_gil_and_any_other_process_with_argon2_cffi(
+    monkeypatch,
+):
     """Right, wrong, and unknown (the dummy hash, for equal time): each costs one verify, on
     the hashing thread, by the path the process's CPUs call for."""
     tenant = cheap_tenant()
@@ -147,15 +149,17 @@ def test_a_process_on_one_cpu_verifies_keeping_the_gil_and_on_more_with_argon2_c
 
     monkeypatch.setattr(passwords, "holding_verifier", lambda: spy_holding)
     monkeypatch.setattr(PasswordHasher, "verify", spy_releasing)
-    for cpus in (1, 2):
+    # keep_gil: what broker serve --pin-workers turns on in each worker (broker.worker_cpus)
+    for cpus, keep_gil in ((1, True), (2, True), (1, False)):
         holding.clear()
         releasing.clear()
         monkeypatch.setattr(passwords, "_pool", None)
+        monkeypatch.setattr(passwords, "_keep_gil", keep_gil)
         monkeypatch.setattr(passwords, "hashing_threads", lambda cpus=cpus: cpus)
         assert passwords.verify_password(tenant, stored, "Correct-Horse-42")
         assert not passwords.verify_password(tenant, stored, "Correct-Horse-43")
         # no account: the dummy hash is verified, and even its own password does not match
         assert not passwords.verify_password(tenant, None, "no such user: equal-time verify")
-        used, unused = (holding, releasing) if cpus == 1 else (releasing, holding)
+        used, unused = (holding, releasing) if cpus == 1 and keep_gil else (releasing, holding)
         assert len(used) == 3 and not unused
         assert all(name.startswith("argon2") for name in used)  # on the hashing thread

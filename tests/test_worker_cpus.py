@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from broker import worker_cpus
+from broker import passwords, worker_cpus
 
 from .test_lockout_processes import CONFIG, ROOT, SLUG, _free_port, _stop_all, _wait_until_up
 
@@ -64,6 +64,16 @@ def workers_of(master: int) -> list[int]:
             Path(f"/proc/{master}/task/{master}/children").read_text().split()]
 
 
+def test_a_pinned_worker_verifies_keeping_the_gil(monkeypatch):
+    pinned: list[set[int]] = []
+    monkeypatch.setattr(os, "sched_setaffinity", lambda _pid, cpus: pinned.append(cpus))
+    monkeypatch.setattr(passwords, "_keep_gil", False)
+    log = SimpleNamespace(info=lambda *args: None)
+    worker_cpus.pin_after_fork(None, SimpleNamespace(pid=1, log=log,
+                                                     **{worker_cpus.CPU_ATTRIBUTE: 3}))
+    assert pinned == [{3}] and passwords._keep_gil
+
+
 def test_a_worker_whose_cpu_is_gone_runs_unpinned_rather_than_fail(monkeypatch):
     def refuse(_pid: int, _cpus: set[int]) -> None:
         raise OSError(22, "Invalid argument")
@@ -73,8 +83,10 @@ def test_a_worker_whose_cpu_is_gone_runs_unpinned_rather_than_fail(monkeypatch):
                           info=lambda *args: None)
     worker = SimpleNamespace(pid=4242, log=log, **{worker_cpus.CPU_ATTRIBUTE: 7})
     monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    monkeypatch.setattr(passwords, "_keep_gil", False)
     worker_cpus.pin_after_fork(None, worker)
     assert warnings == ["worker 4242 not pinned to CPU 7: [Errno 22] Invalid argument"]
+    assert not passwords._keep_gil  # unpinned: it may share its CPU, so it releases the GIL
 
 
 def settings_of_serve(monkeypatch, *arguments: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
