@@ -35,16 +35,21 @@ from .config import TenantConfig
 
 T = TypeVar("T")
 _pool_lock = threading.Lock()
-# (process id, its hashing threads, the verifier that keeps the GIL when it has one CPU)
+# (process id, its hashing threads, the verifier that keeps the GIL, in a pinned worker only)
 _pool: tuple[int, ThreadPoolExecutor, Verifier | None] | None = None
 _keep_gil = False  # set in each pinned worker: keep_gil_while_verifying
 
 
 def keep_gil_while_verifying() -> None:
-    """From now on, verify keeping the GIL whenever this process may use one CPU only.
-    ``broker serve --pin-workers`` calls it in each worker (broker.worker_cpus)."""
-    global _keep_gil
-    _keep_gil = True
+    """From now on, verify keeping the GIL when this process may use one CPU only.
+    ``broker serve --pin-workers`` calls it in each worker (broker.worker_cpus), before the
+    worker's first verify; a pool made earlier in this process is made anew, choosing again."""
+    global _keep_gil, _pool
+    with _pool_lock:
+        _keep_gil = True
+        if _pool is not None and _pool[0] == os.getpid():
+            _pool[1].shutdown(wait=False)
+            _pool = None
 
 
 def hashing_threads() -> int:
@@ -65,7 +70,7 @@ def _hashing_pool() -> tuple[int, ThreadPoolExecutor, Verifier | None]:
             if _pool is None or _pool[0] != pid:
                 threads = hashing_threads()
                 _pool = (pid, ThreadPoolExecutor(threads, "argon2"),
-                         holding_verifier() if threads == 1 else None)
+                         holding_verifier() if _keep_gil and threads == 1 else None)
     return _pool
 
 
@@ -93,8 +98,6 @@ def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str
     hasher = hasher_for(tenant)
     reference = stored_hash or dummy_hash(tenant)
     _, threads, holding = _hashing_pool()
-    if not _keep_gil:
-        holding = None
 
     def verify() -> bool:
         if holding is not None:  # a pinned worker: keep the GIL (module docstring)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .passwords import keep_gil_while_verifying
+from .passwords import hashing_threads, keep_gil_while_verifying
 
 CPU_ATTRIBUTE = "broker_cpu"
 
@@ -40,4 +40,4 @@ def pin_after_fork(arbiter: Any, worker: Any) -> None:
 
 def usable_cpus() -> int:
     """How many CPUs this process may use: the default number of pinned workers."""
-    return len(os.sched_getaffinity(0))
+    return hashing_threads()

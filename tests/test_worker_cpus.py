@@ -13,8 +13,10 @@ from types import SimpleNamespace
 import pytest
 
 from broker import passwords, worker_cpus
+from broker.argon2_verify import holding_verifier
 
 from .test_lockout_processes import CONFIG, ROOT, SLUG, _free_port, _stop_all, _wait_until_up
+from .test_passwords import cheap_tenant
 
 
 def arbiter_with(*cpus: int | None) -> SimpleNamespace:
@@ -64,14 +66,28 @@ def workers_of(master: int) -> list[int]:
             Path(f"/proc/{master}/task/{master}/children").read_text().split()]
 
 
-def test_a_pinned_worker_verifies_keeping_the_gil(monkeypatch):
+def test_a_pinned_worker_verifies_keeping_the_gil_even_with_a_pool_made_before(monkeypatch):
+    tenant = cheap_tenant()
+    stored = passwords.hash_password(tenant, "Correct-Horse-42")
+    kept: list[str] = []
+    real = holding_verifier()
+    assert real is not None
+    monkeypatch.setattr(passwords, "holding_verifier",
+                        lambda: lambda *args: kept.append("kept") or real(*args))
+    monkeypatch.setattr(passwords, "hashing_threads", lambda: 1)  # what the pin gives
+    monkeypatch.setattr(passwords, "_keep_gil", False)
+    monkeypatch.setattr(passwords, "_pool", None)
+    assert passwords.verify_password(tenant, stored, "Correct-Horse-42")
+    assert kept == []  # not pinned yet: argon2-cffi, GIL released
+
     pinned: list[set[int]] = []
     monkeypatch.setattr(os, "sched_setaffinity", lambda _pid, cpus: pinned.append(cpus))
-    monkeypatch.setattr(passwords, "_keep_gil", False)
     log = SimpleNamespace(info=lambda *args: None)
     worker_cpus.pin_after_fork(None, SimpleNamespace(pid=1, log=log,
                                                      **{worker_cpus.CPU_ATTRIBUTE: 3}))
     assert pinned == [{3}] and passwords._keep_gil
+    assert passwords.verify_password(tenant, stored, "Correct-Horse-42")
+    assert kept == ["kept"]
 
 
 def test_a_worker_whose_cpu_is_gone_runs_unpinned_rather_than_fail(monkeypatch):
