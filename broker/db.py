@@ -89,6 +89,7 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 
 _CONNECTED = "connected_transaction"
+_STAND_ALONE = "stand_alone_transaction"
 
 
 def _note_connection(db: Session, transaction: Any, _connection: Any) -> None:
@@ -114,6 +115,24 @@ def statements_stand_alone(db: Session) -> None:
         return
     if db.get_bind().dialect.name == "postgresql":
         db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        db.info[_STAND_ALONE] = db.get_transaction()
+
+
+def runs_stand_alone(db: Session) -> bool:
+    """True while ``db``'s statements each commit on their own (``statements_stand_alone``):
+    what they wrote is committed already, and the connection stays for the next one."""
+    transaction = db.get_transaction()
+    return transaction is not None and db.info.get(_STAND_ALONE) is transaction
+
+
+def end_stand_alone(db: Session) -> None:
+    """From here on, run ``db``'s statements in a transaction again: call it before work that
+    must be written together. The connection that ran statements on their own goes back to the
+    pool; their writes are committed already."""
+    if runs_stand_alone(db):
+        if db.new or db.dirty or db.deleted:
+            raise RuntimeError("changes made while statements stood alone: end that first")
+        db.commit()
 
 
 @contextmanager

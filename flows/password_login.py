@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
 from broker import audit
+from broker import db as database
 from broker.attempts import (
     AttemptReservation,
     record_failure,
@@ -99,11 +100,16 @@ def authenticate_password(
         _audit_failure(db, tenant, attempt.user_id, source_address, "account locked")
         db.commit()
         return PasswordLoginResult("locked", locked_until=reservation.locked_until)
-    db.commit()
+    # Commit the reservation before the verify. A statement standing alone (PostgreSQL,
+    # ``broker.db.statements_stand_alone``) committed itself: its connection is kept for the
+    # session's statement, and every other path ends that mode before it writes.
+    if not database.runs_stand_alone(db):
+        db.commit()
     assert attempt.user is not None  # noqa: S101 - set whenever an attempt was taken
     user = _attached_user(db, attempt.user)
 
     if not verify_password(tenant, user.password_hash, password):
+        database.end_stand_alone(db)
         locked_until = record_login_failure(db, user.id, rule, now)
         _audit_failure(db, tenant, user.id, source_address, "wrong password")
         if locked_until is not None and reservation.last_attempt:
@@ -117,12 +123,14 @@ def authenticate_password(
     # query per login saved). A support action landing during the verify cannot be bypassed:
     # every later request loads the session joined with ``status = 'active'``.
     if user.status != "active":
+        database.end_stand_alone(db)
         record_login_success(db, user.id)
         outcome: Outcome = "not_activated" if user.status == "pending" else "disabled"
         _audit_failure(db, tenant, user.id, source_address, outcome.replace("_", " "))
         db.commit()
         return PasswordLoginResult(outcome)
     if user.password_hash and needs_rehash(tenant, user.password_hash):
+        database.end_stand_alone(db)  # the new hash is saved with the session, together
         user.password_hash = hash_password(tenant, password)
     # last_login_at is stamped by ``broker.login_session.start`` once the login completes
     # (after any second factor), in the same transaction as the session.

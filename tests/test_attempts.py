@@ -211,3 +211,26 @@ def test_an_unlock_between_a_reservation_and_its_lock_correction_stays(
     with sessions() as db:
         counter = db.get(AttemptCounter, KEY)
         assert (counter.failures, counter.lock_count, counter.locked_until) == (0, 0, None)
+
+
+def test_statements_stand_alone_until_ended_and_never_with_unwritten_changes(
+        sessions, database_url):
+    """``end_stand_alone`` returns to transactions; it refuses when ORM changes were made while
+    statements stood alone, since a commit would then write them one statement at a time."""
+    with sessions() as db:
+        database.statements_stand_alone(db)
+        postgresql = database_url.startswith("postgresql")
+        assert database.runs_stand_alone(db) is postgresql
+        assert reserve_attempt(db, KEY, RULE).allowed
+        assert database.runs_stand_alone(db) is postgresql  # the same connection, still
+        database.end_stand_alone(db)
+        assert not database.runs_stand_alone(db)
+        db.add(AttemptCounter(key="other", failures=0, lock_count=0, updated_at=utcnow()))
+        db.commit()  # in a transaction of its own
+        database.statements_stand_alone(db)
+        assert database.runs_stand_alone(db) is postgresql
+        if postgresql:
+            db.add(AttemptCounter(key="third", failures=0, lock_count=0, updated_at=utcnow()))
+            with pytest.raises(RuntimeError, match="end that first"):
+                database.end_stand_alone(db)
+            db.rollback()

@@ -204,3 +204,82 @@ def test_on_postgresql_the_login_statements_reach_the_driver_outside_a_transacti
     assert sent == [("WITH", True), ("WITH", True)]
     with engine.connect() as connection:
         assert connection.connection.driver_connection.autocommit is False
+
+
+def _checkouts_of(app, send):  # type: ignore[no-untyped-def]
+    """How many times ``send`` took a connection from the pool."""
+    engine = app.extensions["broker"].engine
+    taken: list[object] = []
+
+    def count(_dbapi, record, _proxy):  # type: ignore[no-untyped-def]
+        taken.append(record)
+
+    event.listen(engine, "checkout", count)
+    try:
+        response = send()
+    finally:
+        event.remove(engine, "checkout", count)
+    return response, len(taken)
+
+
+def _postgresql_only(app):  # type: ignore[no-untyped-def]
+    if app.extensions["broker"].engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite commits the reservation before the verify")
+
+
+def test_on_postgresql_a_login_runs_its_statements_on_one_pooled_connection(app):
+    """The reservation committed itself (autocommit), so its connection is kept through the
+    verify for the session's statement instead of going back to the pool and out again."""
+    _postgresql_only(app)
+    client = app.test_client()
+    response, checkouts = _checkouts_of(app, lambda: log_in(client, NO, EMAIL))
+    assert response.status_code == 302 and checkouts == 1
+    with app.extensions["broker"].engine.connect() as connection:
+        assert connection.connection.driver_connection.autocommit is False
+
+
+def test_a_wrong_password_writes_its_bookkeeping_in_a_transaction(app):
+    """The reservation stands alone; what a wrong guess writes after it (the audit record, and
+    on the last try the lock's notice and email) is written together, in a transaction."""
+    client = app.test_client()
+    for _ in range(2):
+        assert log_in(client, NO, EMAIL, WRONG).status_code == 401
+    in_transactions: list[str] = []
+    response, statements = _statements_of(app, lambda: log_in(client, NO, EMAIL, WRONG),
+                                          in_transactions)
+    assert response.status_code == 403  # the third wrong try locks
+    after, _, _ = _account(app)
+    assert after.locked_until is not None and after.failed_logins == 3
+    writes = [s for s in in_transactions if s.startswith("INSERT")]
+    assert any("audit_events" in s for s in writes), [s[:60] for s in in_transactions]
+    assert any("outbox" in s for s in writes), [s[:60] for s in in_transactions]
+    if app.extensions["broker"].engine.dialect.name == "postgresql":
+        reservation = statements[0]
+        assert reservation not in in_transactions  # it alone ran on its own
+
+
+@pytest.mark.parametrize("case", ["second factor", "rehash", "pending"])
+def test_on_postgresql_every_other_path_after_the_verify_writes_in_a_transaction(
+        app, database_url, case):
+    """A second factor's pending login, a rehash and a refused status each write after the
+    reservation in a transaction of their own, never one statement at a time."""
+    _postgresql_only(app)
+    target = app
+    if case == "second factor":
+        _set_account(app, totp_secret=pyotp.random_base32())
+    elif case == "pending":
+        _set_account(app, status="pending")
+    else:
+        target = make_app(database_url, fjordvarme={"totp": "optional", "argon2_time_cost": 3})
+    try:
+        in_transactions: list[str] = []
+        response, statements = _statements_of(
+            target, lambda: log_in(target.test_client(), NO, EMAIL), in_transactions)
+        assert response.status_code in (302, 403)
+        after_reservation = statements[1:]
+        writes = [s for s in after_reservation if s.startswith(("INSERT", "UPDATE", "WITH"))]
+        assert writes and all(s in in_transactions for s in writes), [
+            (s[:50], s in in_transactions) for s in after_reservation]
+    finally:
+        if target is not app:
+            target.extensions["broker"].engine.dispose()

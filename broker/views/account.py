@@ -13,6 +13,7 @@ from flask_babel import lazy_gettext as _l
 from flows import activation, password_reset, profile, registration, totp
 from policies.password import describe_rules
 
+from .. import db as database
 from .. import login_session
 from ..config import TenantConfig
 from ..i18n import current_locale
@@ -120,6 +121,7 @@ def second_factor_redirect(tenant: TenantConfig, authorize_flow_id: str | None, 
     if not totp.second_factor_needed(tenant, user):
         return None
     session = db()
+    database.end_stand_alone(session)  # the bookkeeping and the pending login: together
     if accepted is not None:
         accepted.write(session)
     pending = totp.start_pending_login(session, tenant, user,

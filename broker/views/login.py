@@ -85,8 +85,11 @@ def login_submit(tenant: str):  # type: ignore[no-untyped-def]
 
     tenant_config = tenant_or_404(tenant)
     session = db()
-    # Up to ``authenticate_password``'s commit of the reservation, every statement stands
-    # alone: the flow's read and the reservation (one statement, broker.attempts).
+    # On PostgreSQL every statement of a plain login stands alone, on one connection: the
+    # flow's read, the reservation (broker.attempts) and the session's start with the
+    # password's bookkeeping (broker.login_session), one statement each. Every other path
+    # (a wrong password, a second factor, a rehash) returns to a transaction before it
+    # writes (``database.end_stand_alone``).
     database.statements_stand_alone(session)
     flow = authorize_flow(tenant, request.form.get("flow"))
     if "password" not in tenant_config.login_methods:
@@ -115,9 +118,6 @@ def login_submit(tenant: str):  # type: ignore[no-untyped-def]
     if pending is not None:
         return pending
     # end TOTP
-    # The password's bookkeeping and the session: one statement on PostgreSQL, so without a
-    # transaction of its own (unless a rehash left the user to flush with it).
-    database.statements_stand_alone(session)
     login, token = login_session.start(
         session, tenant_config, result.user, amr=["pwd"], acr="low",
         remember=request.form.get("remember") == "on", accepted=result.accepted,
