@@ -25,7 +25,7 @@ the row lock is not held during a slow hash. The counters for keys live in
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -323,10 +323,26 @@ def reserve_login_attempt(
     return _reserve(db, USER_COUNTER, user_id, rule, now or utcnow())
 
 
-# What a login reads of the user (the rest loads on first use, if ever): each column returned
-# costs CPU in psycopg and SQLAlchemy on every login, about 0.02 ms.
-LOGIN_COLUMNS = ("id", "tenant", "subject", "email", "email_verified", "name", "locale",
-                 "status", "password_hash", "totp_secret")
+@dataclass(frozen=True, slots=True)
+class LoginAccount:
+    """What a password login reads of the account, with its reservation: enough to check the
+    password and open a session. Not an ORM ``User``: building and attaching one cost a login
+    about 0.1 ms (BENCHMARKS.md); the paths that change the account load one
+    (``flows.password_login``). Each column read costs a login about 0.02 ms more."""
+
+    id: int
+    tenant: str
+    subject: str
+    email: str | None
+    email_verified: bool
+    name: str
+    locale: str | None
+    status: str
+    password_hash: str | None
+    totp_secret: str | None
+
+
+LOGIN_COLUMNS = tuple(field.name for field in fields(LoginAccount))
 # (bind names differ from the column names: an UPDATE reserves those for its SET clause)
 _BY_EMAIL = and_(USERS.c.tenant == bindparam("in_tenant"), USERS.c.email == bindparam("by_email"))
 _USER_LOCK_BY_EMAIL = select(USERS.c.id, USERS.c.locked_until).where(_BY_EMAIL)
@@ -357,12 +373,11 @@ def _reserve_or_explain_by_email(ends: int) -> DirectStatement:
 @dataclass(frozen=True)
 class PasswordAttempt:
     """What reserving a password attempt by email found: no account (``user_id`` None), a
-    locked one (``reservation.allowed`` False), or an attempt taken (``user``: the account's
-    LOGIN_COLUMNS)."""
+    locked one (``reservation.allowed`` False), or an attempt taken (``user``: the account)."""
 
     user_id: int | None
     reservation: AttemptReservation
-    user: dict[str, Any] | None = None
+    user: LoginAccount | None = None
 
 
 def reserve_login_attempt_by_email(
@@ -381,10 +396,10 @@ def reserve_login_attempt_by_email(
     if isinstance(taken, PasswordAttempt):  # refused: unknown or locked
         return taken
     count, locks, locked_until, columns = taken
-    user = dict(zip(LOGIN_COLUMNS, columns, strict=True))
-    reservation = _decide(connection, USER_COUNTER, user["id"], plan, count, locks,
+    user = LoginAccount(*columns)
+    reservation = _decide(connection, USER_COUNTER, user.id, plan, count, locks,
                           locked_until, now)
-    return PasswordAttempt(user["id"], reservation, user)
+    return PasswordAttempt(user.id, reservation, user)
 
 
 # the new count, the lock count, the lock this try set (or None), the LOGIN_COLUMNS

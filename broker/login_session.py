@@ -7,15 +7,15 @@ new password, support, or logout revokes rows, and the next request sees it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import audit
-from .attempts import USER_COUNTER, record_login_success
+from .attempts import USER_COUNTER, LoginAccount, record_login_success
 from .config import TenantConfig
 from .direct_sql import DirectStatement
 from .models import AuditEvent, LoginSession, User, utcnow
@@ -51,6 +51,17 @@ def _start_after_password() -> Any:
 
 
 _START_AFTER_PASSWORD = DirectStatement(_start_after_password())
+
+
+@dataclass(frozen=True, slots=True)
+class StartedLogin:
+    """A session just opened: its row's id, and what its cookie needs. Not an ORM
+    ``LoginSession``: building and attaching one cost a login about 0.08 ms (BENCHMARKS.md);
+    load the row by id to change it."""
+
+    id: int
+    expires_at: datetime
+    remember: bool
 
 
 @dataclass(frozen=True)
@@ -90,14 +101,14 @@ def cookie_name(tenant: str) -> str:
 def start(
     db: Session,
     tenant: TenantConfig,
-    user: User,
+    user: User | LoginAccount,
     *,
     amr: list[str],
     acr: str = "low",
     remember: bool = False,
     accepted: PasswordAccepted | None = None,
-) -> tuple[LoginSession, str]:
-    """Open a session for ``user``; returns the row and the token for the cookie. With
+) -> tuple[StartedLogin, str]:
+    """Open a session for ``user``; returns what the cookie needs and the token for it. With
     ``accepted``, the right password's bookkeeping is written in the same statement."""
     token = new_token()
     now = utcnow()
@@ -116,10 +127,9 @@ def start(
         "expires_at": now + lifetime,
         "created_at": now,
     }
-    # Core statements instead of an ORM flush (a login's largest cost after argon2); the row
-    # is then attached to ``db`` as persistent, so later edits to it are saved as usual. Each
-    # network round trip costs more than its CPU here: the worker's other threads run argon2
-    # meanwhile, and the request resumes with cold caches (BENCHMARKS.md).
+    # Core statements instead of an ORM flush and object (a login's largest costs after
+    # argon2). Each network round trip costs more than its CPU here: the worker's other
+    # threads run argon2 meanwhile, and the request resumes with cold caches (BENCHMARKS.md).
     connection = db.connection()
     if accepted is not None and accepted.user_id != user.id:
         raise ValueError("the accepted password is another user's")
@@ -136,11 +146,9 @@ def start(
             accepted.write(db)
         login_id = connection.execute(_INSERT_SESSION, values).scalar_one()
         connection.execute(_STAMP_LAST_LOGIN, {"user": user.id, "now": now})
-    set_committed_value(user, "last_login_at", now)
-    login = LoginSession(id=login_id, revoked_at=None, **values)
-    make_transient_to_detached(login)
-    db.add(login)
-    return login, token
+    if isinstance(user, User):  # the caller's object says what the database now holds
+        set_committed_value(user, "last_login_at", now)
+    return StartedLogin(login_id, values["expires_at"], remember), token
 
 
 def load(db: Session, tenant: str, token: str | None) -> tuple[LoginSession, User] | None:

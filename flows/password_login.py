@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
@@ -31,7 +31,9 @@ from sqlalchemy.orm.util import identity_key
 from broker import audit
 from broker import db as database
 from broker.attempts import (
+    LOGIN_COLUMNS,
     AttemptReservation,
+    LoginAccount,
     record_failure,
     record_login_failure,
     record_login_success,
@@ -56,7 +58,7 @@ class PasswordLoginResult:
     ``policies.lockout.LOCKED_UNTIL_UNLOCKED`` when only an unlock ends it)."""
 
     outcome: Outcome
-    user: User | None = None
+    user: LoginAccount | None = None
     locked_until: datetime | None = None
     accepted: PasswordAccepted | None = None  # set for ``ok``: the caller writes it
 
@@ -105,55 +107,56 @@ def authenticate_password(
     # session's statement, and every other path ends that mode before it writes.
     if not database.runs_stand_alone(db):
         db.commit()
-    assert attempt.user is not None  # noqa: S101 - set whenever an attempt was taken
-    user = _attached_user(db, attempt.user)
+    account = attempt.user
+    assert account is not None  # noqa: S101 - set whenever an attempt was taken
 
-    if not verify_password(tenant, user.password_hash, password):
+    if not verify_password(tenant, account.password_hash, password):
         database.end_stand_alone(db)
-        locked_until = record_login_failure(db, user.id, rule, now)
-        _audit_failure(db, tenant, user.id, source_address, "wrong password")
+        locked_until = record_login_failure(db, account.id, rule, now)
+        _audit_failure(db, tenant, account.id, source_address, "wrong password")
         if locked_until is not None and reservation.last_attempt:
-            _announce_lock(db, tenant, user, locked_until, source_address, public_url, now)
+            _announce_lock(db, tenant, _attached_user(db, account), locked_until,
+                           source_address, public_url, now)
         db.commit()
         if locked_until is not None:
             return PasswordLoginResult("locked", locked_until=locked_until)
         return PasswordLoginResult("invalid")
 
-    # ``user`` was read at the start of this request; its status is not read again here (one
-    # query per login saved). A support action landing during the verify cannot be bypassed:
-    # every later request loads the session joined with ``status = 'active'``.
-    if user.status != "active":
+    # ``account`` was read at the start of this request; its status is not read again here
+    # (one query per login saved). A support action landing during the verify cannot be
+    # bypassed: every later request loads the session joined with ``status = 'active'``.
+    if account.status != "active":
         database.end_stand_alone(db)
-        record_login_success(db, user.id)
-        outcome: Outcome = "not_activated" if user.status == "pending" else "disabled"
-        _audit_failure(db, tenant, user.id, source_address, outcome.replace("_", " "))
+        record_login_success(db, account.id)
+        outcome: Outcome = "not_activated" if account.status == "pending" else "disabled"
+        _audit_failure(db, tenant, account.id, source_address, outcome.replace("_", " "))
         db.commit()
         return PasswordLoginResult(outcome)
-    if user.password_hash and needs_rehash(tenant, user.password_hash):
+    if account.password_hash and needs_rehash(tenant, account.password_hash):
         database.end_stand_alone(db)  # the new hash is saved with the session, together
-        user.password_hash = hash_password(tenant, password)
+        _attached_user(db, account).password_hash = hash_password(tenant, password)
     # last_login_at is stamped by ``broker.login_session.start`` once the login completes
     # (after any second factor), in the same transaction as the session.
-    accepted = PasswordAccepted(user.id, {"at": utcnow(), **audit.entry(
+    accepted = PasswordAccepted(account.id, {"at": utcnow(), **audit.entry(
         "login_succeeded",
         tenant=tenant.slug,
         actor_type="user",
-        actor_id=user.id,
-        target_user_id=user.id,
+        actor_id=account.id,
+        target_user_id=account.id,
         source_address=source_address,
         method="password",
     )})
-    return PasswordLoginResult("ok", user=user, accepted=accepted)
+    return PasswordLoginResult("ok", user=account, accepted=accepted)
 
 
-def _attached_user(db: Session, row: Any) -> User:
-    """The ``User`` for the columns the reservation returned, attached to ``db`` as if loaded
-    (no second query: the ORM load cost more CPU than the statement). Columns not returned
-    are expired: the ORM loads them on first use."""
-    existing = db.identity_map.get(identity_key(User, row["id"]))
+def _attached_user(db: Session, account: LoginAccount) -> User:
+    """The ``User`` for the account the reservation read, attached to ``db`` as if loaded (no
+    second query), for the paths that change it. Columns not read are expired: the ORM loads
+    them on first use."""
+    existing = db.identity_map.get(identity_key(User, account.id))
     if existing is not None:  # this session had loaded the account already: that object
         return existing  # type: ignore[no-any-return]
-    user = User(**row)
+    user = User(**{name: getattr(account, name) for name in LOGIN_COLUMNS})
     make_transient_to_detached(user)
     db.add(user)
     return user

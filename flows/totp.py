@@ -28,7 +28,13 @@ from sqlalchemy import delete, or_, update
 from sqlalchemy.orm import Session
 
 from broker import audit, crypto
-from broker.attempts import record_failure, record_success, reserve_attempt, rule_from_config
+from broker.attempts import (
+    LoginAccount,
+    record_failure,
+    record_success,
+    reserve_attempt,
+    rule_from_config,
+)
 from broker.config import TenantConfig
 from broker.models import Flow, RecoveryCode, User, utcnow
 from broker.security import keyed_hmac, new_token
@@ -43,7 +49,7 @@ def totp_offered(tenant: TenantConfig) -> bool:
     return tenant.totp != "off"
 
 
-def second_factor_needed(tenant: TenantConfig, user: User) -> bool:
+def second_factor_needed(tenant: TenantConfig, user: User | LoginAccount) -> bool:
     """After a right password: does this login need the TOTP step (or enrolment)?"""
     if tenant.totp == "off":
         return False
@@ -284,7 +290,8 @@ PENDING_MINUTES = 10
 
 
 def start_pending_login(
-    db: Session, tenant: TenantConfig, user: User, *, authorize_flow_id: str | None,
+    db: Session, tenant: TenantConfig, user: User | LoginAccount, *,
+    authorize_flow_id: str | None,
     remember: bool, amr: list[str] | None = None, acr: str = "low",
     now: datetime | None = None,
 ) -> Flow:

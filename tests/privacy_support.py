@@ -16,6 +16,7 @@ from broker.models import (
     Binding,
     CustomerAccount,
     FederatedIdentity,
+    LoginSession,
     OutboxMessage,
     RecoveryCode,
     Token,
@@ -97,7 +98,7 @@ def logged_in(app, client, user_id: int, *, minutes_ago: float = 0,  # type: ign
     with state.sessions() as db, db.begin():
         user = db.get(User, user_id)
         login, token = login_session.start(db, state.config.tenants[tenant], user, amr=["pwd"])
-        login.auth_time = utcnow() - timedelta(minutes=minutes_ago)
+        db.get(LoginSession, login.id).auth_time = utcnow() - timedelta(minutes=minutes_ago)
     client.set_cookie(login_session.cookie_name(tenant), token, path=f"/t/{tenant}")
 
 

@@ -97,7 +97,7 @@ def _browser(app: Flask, user: User, *, acr: str = "low", amr=("pwd",),
         tenant = state.config.tenants[TENANT]
         login, token = login_session.start(db, tenant, db.get(User, user.id), amr=list(amr),
                                            acr=acr)
-        login.auth_time = utcnow() - auth_age
+        db.get(LoginSession, login.id).auth_time = utcnow() - auth_age
     browser = requests.Session()
     browser.cookies.set(login_session.cookie_name(TENANT), token)
     return browser
@@ -571,8 +571,8 @@ def test_a_resumed_flow_gives_one_code_only(broker):
     flow_id = _login_redirect_flow(_authorize(browser, broker, prompt="login", **pkce))
     state = broker.app.extensions["broker"]
     with state.sessions() as db, db.begin():  # the user logs in on the login page
-        login, token = login_session.start(db, state.config.tenants[TENANT],
-                                           db.get(User, user.id), amr=["pwd"])
+        _, token = login_session.start(db, state.config.tenants[TENANT],
+                                       db.get(User, user.id), amr=["pwd"])
     browser.cookies.set(login_session.cookie_name(TENANT), token)
     first = _authorize(browser, broker, prompt="login", resume=flow_id, **pkce)
     assert "code=" in first.headers["Location"]

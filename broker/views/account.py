@@ -15,6 +15,7 @@ from policies.password import describe_rules
 
 from .. import db as database
 from .. import login_session
+from ..attempts import LoginAccount
 from ..config import TenantConfig
 from ..i18n import current_locale
 from ..models import User
@@ -108,9 +109,9 @@ def _log_in(tenant: TenantConfig, user: User, authorize_flow_id: str | None, *,
     return finish_login(tenant, authorize_flow(tenant.slug, authorize_flow_id), token, login)
 
 
-def second_factor_redirect(tenant: TenantConfig, authorize_flow_id: str | None, user: User,
-                           remember: bool, *, amr: list[str] | None = None,
-                           acr: str = "low",
+def second_factor_redirect(tenant: TenantConfig, authorize_flow_id: str | None,
+                           user: User | LoginAccount, remember: bool, *,
+                           amr: list[str] | None = None, acr: str = "low",
                            accepted: login_session.PasswordAccepted | None = None,
                            ) -> Response | None:
     """Called after a right first factor (the login page's password, an upstream login that

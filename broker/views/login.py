@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 from .. import db as database
 from .. import login_session
 from ..config import TenantConfig
-from ..models import Flow, LoginSession, utcnow
+from ..models import Flow, utcnow
 from ..state import current, db
 from ..throttle import EMAIL, throttled
 from .oidc import resume_url
@@ -37,7 +37,7 @@ def authorize_flow(tenant: str, flow_id: str | None) -> Flow | None:
 
 
 def set_session_cookie(response: Response, tenant: TenantConfig, token: str,
-                       login: LoginSession) -> None:
+                       login: login_session.StartedLogin) -> None:
     max_age = int((login.expires_at - utcnow()).total_seconds()) if login.remember else None
     response.set_cookie(
         login_session.cookie_name(tenant.slug),
@@ -51,7 +51,7 @@ def set_session_cookie(response: Response, tenant: TenantConfig, token: str,
 
 
 def finish_login(tenant: TenantConfig, flow: Flow | None, token: str,
-                 login: LoginSession) -> Response:
+                 login: login_session.StartedLogin) -> Response:
     """After any successful authentication: set the cookie, continue where the user was."""
     target = resume_url(flow) if flow else url_for("login.signed_in", tenant=tenant.slug)
     response = redirect(target)
