@@ -14,13 +14,15 @@ A worker of ``broker serve --pin-workers`` (one CPU each) verifies users' passwo
 interpreter lock kept (``broker.argon2_verify``): there, the other threads cannot run beside
 argon2 anyway, and letting them cut in on it cost a login more than the verify's own wait
 costs them; the price, other requests waiting for a verify's end, is the operator's choice
-(docs/DEPLOYMENT.md). Every other process verifies with argon2-cffi, which releases the lock.
+(docs/DEPLOYMENT.md). Those waiting threads are left asleep until the verify ends
+(``QUIET_SWITCH_INTERVAL``). Every other process verifies with argon2-cffi, which releases the lock.
 Hashing (registration, rehash) and staff verifies always go through argon2-cffi: they are rare.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -101,13 +103,31 @@ def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str
 
     def verify() -> bool:
         if holding is not None:  # a pinned worker: keep the GIL (module docstring)
-            return holding(reference, password)
+            return _holding_quietly(holding, reference, password)
         try:
             return hasher.verify(reference, password)
         except (VerificationError, InvalidHashError, UnicodeEncodeError):
             return False  # UnicodeEncodeError: a stored "hash" that is not ASCII
 
     return threads.submit(verify).result() and stored_hash is not None
+
+
+QUIET_SWITCH_INTERVAL = 0.1
+"""The interpreter's switch interval while a verify keeps the GIL (normally 0.005 s). A thread
+waiting for the GIL wakes every interval to ask for it, which during a kept verify only costs
+the verify's CPU a context switch: about seven a waiting thread per verify at 5 ms, about 1 %
+of the verify in all (BENCHMARKS.md). The verify's end signals the waiters as any release
+does; a thread that began to wait meanwhile asks again within 0.1 s if none signals it."""
+
+
+def _holding_quietly(holding: Verifier, reference: str, password: str) -> bool:
+    """``holding``'s verify, with the threads that wait for the GIL meanwhile left asleep."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(QUIET_SWITCH_INTERVAL)
+    try:
+        return holding(reference, password)
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def needs_rehash(tenant: TenantConfig, stored_hash: str) -> bool:

@@ -5,6 +5,7 @@ where argon2-cffi releases it, and be chosen only where the process has one CPU.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -165,3 +166,39 @@ def test_a_pinned_worker_verifies_keeping_the_gil_and_any_other_process_with_arg
         used, unused = (holding, releasing) if cpus == 1 and keep_gil else (releasing, holding)
         assert len(used) == 3 and not unused
         assert all(name.startswith("argon2") for name in used)  # on the hashing thread
+
+
+def test_threads_waiting_for_the_gil_sleep_through_a_kept_verify_and_no_longer(monkeypatch):
+    """While a pinned worker's verify keeps the GIL, the switch interval is long, so waiting
+    threads do not wake every 5 ms to ask for a GIL they cannot get; it is restored right
+    after, also when the verify fails."""
+    tenant = cheap_tenant()
+    stored = passwords.hash_password(tenant, "Correct-Horse-42")
+    real = holding_verifier()
+    assert real is not None
+    seen: list[float] = []
+
+    def spy_holding(encoded: str, password: str) -> bool:
+        seen.append(sys.getswitchinterval())
+        if password == "boom":
+            raise MemoryError("argon2 could not allocate")
+        return real(encoded, password)
+
+    normal = sys.getswitchinterval()
+    monkeypatch.setattr(passwords, "holding_verifier", lambda: spy_holding)
+    monkeypatch.setattr(passwords, "_pool", None)
+    monkeypatch.setattr(passwords, "_keep_gil", True)
+    monkeypatch.setattr(passwords, "hashing_threads", lambda: 1)
+    assert passwords.verify_password(tenant, stored, "Correct-Horse-42")
+    assert sys.getswitchinterval() == normal
+    with pytest.raises(MemoryError):
+        passwords.verify_password(tenant, stored, "boom")
+    assert sys.getswitchinterval() == normal
+    assert seen == [pytest.approx(passwords.QUIET_SWITCH_INTERVAL)] * 2 and normal < seen[0]
+
+    monkeypatch.setattr(passwords, "_pool", None)  # argon2-cffi releases the GIL: no change
+    monkeypatch.setattr(passwords, "_keep_gil", False)
+    monkeypatch.setattr(PasswordHasher, "verify", lambda self, encoded, password: seen.append(
+        sys.getswitchinterval()) or True)
+    assert passwords.verify_password(tenant, stored, "Correct-Horse-42")
+    assert seen[-1] == normal
