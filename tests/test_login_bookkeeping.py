@@ -4,6 +4,8 @@ second factor comes first. On both backends, through the login page."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import psycopg
 import pyotp
 import pytest
@@ -50,10 +52,20 @@ def _set_account(app, **values):  # type: ignore[no-untyped-def]
         db.execute(update(User).where(User.email == EMAIL).values(**values))
 
 
+@contextmanager
+def _listening(app, name, listener):  # type: ignore[no-untyped-def]
+    """``listener`` on the app's engine event ``name`` for the block."""
+    engine = app.extensions["broker"].engine
+    event.listen(engine, name, listener)
+    try:
+        yield
+    finally:
+        event.remove(engine, name, listener)
+
+
 def _statements_of(app, send, transactions=None):  # type: ignore[no-untyped-def]
     """The statements ``send`` ran; ``transactions`` collects those it ran in a transaction
     (``BEGIN`` ... ``COMMIT``) rather than each on its own (autocommit)."""
-    engine = app.extensions["broker"].engine
     statements: list[str] = []
 
     def count(conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
@@ -62,11 +74,8 @@ def _statements_of(app, send, transactions=None):  # type: ignore[no-untyped-def
                 conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"):
             transactions.append(statement)
 
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with _listening(app, "before_cursor_execute", count):
         response = send()
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     return response, [s for s in statements if not s.startswith(("BEGIN", "PRAGMA"))]
 
 
@@ -208,17 +217,9 @@ def test_on_postgresql_the_login_statements_reach_the_driver_outside_a_transacti
 
 def _checkouts_of(app, send):  # type: ignore[no-untyped-def]
     """How many times ``send`` took a connection from the pool."""
-    engine = app.extensions["broker"].engine
     taken: list[object] = []
-
-    def count(_dbapi, record, _proxy):  # type: ignore[no-untyped-def]
-        taken.append(record)
-
-    event.listen(engine, "checkout", count)
-    try:
+    with _listening(app, "checkout", lambda _dbapi, record, _proxy: taken.append(record)):
         response = send()
-    finally:
-        event.remove(engine, "checkout", count)
     return response, len(taken)
 
 
