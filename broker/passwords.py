@@ -112,12 +112,17 @@ def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str
     return threads.submit(verify).result() and stored_hash is not None
 
 
-QUIET_SWITCH_INTERVAL = 0.1
+QUIET_SWITCH_INTERVAL = 0.05
 """The interpreter's switch interval while a verify keeps the GIL (normally 0.005 s). A thread
 waiting for the GIL wakes every interval to ask for it, which during a kept verify only costs
 the verify's CPU a context switch: about seven a waiting thread per verify at 5 ms, about 1 %
 of the verify in all (BENCHMARKS.md). The verify's end signals the waiters as any release
-does; a thread that began to wait meanwhile asks again within 0.1 s if none signals it."""
+does. 0.05 s is longer than a verify with the default parameters (17-45 ms here), so a thread
+that begins to wait during one sleeps through it; it also bounds two costs of the long
+interval: a thread that began to wait meanwhile, not signalled, asks again within 0.05 s; and
+when a thread that waited from before the verify takes the GIL at its end (before the
+interval is restored), the verifying thread waits with this interval to get it back, up to
+0.05 s if that thread computes without waiting for I/O."""
 
 
 def _holding_quietly(holding: Verifier, reference: str, password: str) -> bool:

@@ -104,7 +104,8 @@ def authenticate_password(
         return PasswordLoginResult("locked", locked_until=reservation.locked_until)
     # Commit the reservation before the verify. A statement standing alone (PostgreSQL,
     # ``broker.db.statements_stand_alone``) committed itself: its connection is kept for the
-    # session's statement, and every other path ends that mode before it writes.
+    # session's statement. Every path below that writes more than that one statement ends
+    # the mode first (``database.end_stand_alone``), so that its writes are one transaction.
     if not database.runs_stand_alone(db):
         db.commit()
     account = attempt.user

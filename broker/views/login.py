@@ -87,9 +87,10 @@ def login_submit(tenant: str):  # type: ignore[no-untyped-def]
     session = db()
     # On PostgreSQL every statement of a plain login stands alone, on one connection: the
     # flow's read, the reservation (broker.attempts) and the session's start with the
-    # password's bookkeeping (broker.login_session), one statement each. Every other path
-    # (a wrong password, a second factor, a rehash) returns to a transaction before it
-    # writes (``database.end_stand_alone``).
+    # password's bookkeeping (broker.login_session), one statement each. Every path that
+    # writes more than one statement after the reservation (a wrong password, a refused
+    # status, a second factor, a rehash) first returns to a transaction
+    # (``database.end_stand_alone``); a locked account's one audit row stands alone too.
     database.statements_stand_alone(session)
     flow = authorize_flow(tenant, request.form.get("flow"))
     if "password" not in tenant_config.login_methods:
