@@ -15,8 +15,9 @@ interpreter lock kept (``broker.argon2_verify``): there, the other threads canno
 argon2 anyway, and letting them cut in on it cost a login more than the verify's own wait
 costs them; the price, other requests waiting for a verify's end, is the operator's choice
 (docs/DEPLOYMENT.md). Those waiting threads are left asleep until the verify ends
-(``QUIET_SWITCH_INTERVAL``). Every other process verifies with argon2-cffi, which releases the lock.
-Hashing (registration, rehash) and staff verifies always go through argon2-cffi: they are rare.
+(``QUIET_SWITCH_INTERVAL``). Every other process verifies with argon2-cffi, which releases
+the lock. Hashing (registration, rehash) and staff verifies always go through argon2-cffi:
+they are rare.
 """
 
 from __future__ import annotations
@@ -113,16 +114,17 @@ def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str
 
 
 QUIET_SWITCH_INTERVAL = 0.05
-"""The interpreter's switch interval while a verify keeps the GIL (normally 0.005 s). A thread
-waiting for the GIL wakes every interval to ask for it, which during a kept verify only costs
-the verify's CPU a context switch: about seven a waiting thread per verify at 5 ms, about 1 %
-of the verify in all (BENCHMARKS.md). The verify's end signals the waiters as any release
-does. 0.05 s is longer than a verify with the default parameters (17-45 ms here), so a thread
-that begins to wait during one sleeps through it; it also bounds two costs of the long
-interval: a thread that began to wait meanwhile, not signalled, asks again within 0.05 s; and
-when a thread that waited from before the verify takes the GIL at its end (before the
-interval is restored), the verifying thread waits with this interval to get it back, up to
-0.05 s if that thread computes without waiting for I/O."""
+"""The interpreter's switch interval while a verify keeps the GIL (normally 0.005 s).
+
+A thread waiting for the GIL wakes every interval to ask for it, which during a kept verify
+only costs the verify's CPU a context switch: about seven a waiting thread per verify at 5 ms,
+about 1 % of the verify in all (BENCHMARKS.md). The verify's end signals the waiters as any
+release does. 0.05 s is longer than a verify with the default parameters (17-48 ms on the
+hosts measured), so a thread that begins to wait during one sleeps through it. It also bounds
+the two costs of a long interval: a thread that began to wait meanwhile and is not signalled
+asks again within 0.05 s; and when a thread that waited from before the verify takes the GIL
+at its end (before the interval is restored), the verifying thread waits with this interval to
+get it back: up to 0.05 s, if that thread computes without waiting for I/O."""
 
 
 def _holding_quietly(holding: Verifier, reference: str, password: str) -> bool:
