@@ -284,3 +284,24 @@ def test_on_postgresql_every_other_path_after_the_verify_writes_in_a_transaction
     finally:
         if target is not app:
             target.extensions["broker"].engine.dispose()
+
+
+def test_a_login_that_dies_in_the_verify_keeps_its_try_and_returns_a_clean_connection(
+        app, monkeypatch):
+    """The reservation is committed before the verify. A request that dies in it (here argon2
+    failing to allocate) leaves the try counted and, on PostgreSQL, the connection it kept
+    for the session back in the pool, out of autocommit."""
+    def dying(*_args):  # type: ignore[no-untyped-def]
+        raise MemoryError("argon2 could not allocate")
+
+    _, sessions_before, _ = _account(app)
+    monkeypatch.setattr("flows.password_login.verify_password", dying)
+    with pytest.raises(MemoryError):
+        log_in(app.test_client(), NO, EMAIL)
+    after, sessions, _ = _account(app)
+    assert after.failed_logins == 1 and len(sessions) == len(sessions_before)
+    engine = app.extensions["broker"].engine
+    assert engine.pool.checkedout() == 0
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            assert connection.connection.driver_connection.autocommit is False
