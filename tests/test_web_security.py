@@ -46,6 +46,26 @@ def test_pages_carry_security_headers(sqlite_url):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_each_security_header_is_sent_once_hsts_over_https_only_and_a_views_own_stands(
+        sqlite_url):
+    client = _client(sqlite_url)
+    client.application.add_url_rule("/own-policy", "own_policy", lambda: ("", 200, {
+        "Content-Security-Policy": "sandbox", "x-frame-options": "SAMEORIGIN"}))
+    plain = client.get("/t/fjordvarme/login")
+    secure = client.get("/t/fjordvarme/login", base_url="https://broker.test")
+    assert "Strict-Transport-Security" not in plain.headers
+    assert secure.headers["Strict-Transport-Security"] == "max-age=31536000"
+    for response in (plain, secure):
+        for name in ("Content-Security-Policy", "X-Frame-Options", "Referrer-Policy",
+                     "X-Content-Type-Options", "X-Request-Id"):
+            assert len(response.headers.getlist(name)) == 1, name
+    # a view that sets its own policy keeps it (as the dev outbox sandboxes the mail it shows)
+    own = client.get("/own-policy")
+    assert own.headers.getlist("Content-Security-Policy") == ["sandbox"]
+    assert own.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    assert own.headers["Referrer-Policy"] == "no-referrer"
+
+
 def test_a_nul_byte_in_any_field_is_refused_before_it_reaches_the_database(sqlite_url):
     client = _client(sqlite_url)
     assert client.get("/t/fjordvarme/login?flow=a%00b").status_code == 400
