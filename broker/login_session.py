@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from . import audit
 from .attempts import USER_COUNTER, LoginAccount, record_login_success
@@ -146,8 +145,6 @@ def start(
             accepted.write(db)
         login_id = connection.execute(_INSERT_SESSION, values).scalar_one()
         connection.execute(_STAMP_LAST_LOGIN, {"user": user.id, "now": now})
-    if isinstance(user, User):  # the caller's object says what the database now holds
-        set_committed_value(user, "last_login_at", now)
     return StartedLogin(login_id, values["expires_at"], remember), token
 
 

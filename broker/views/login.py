@@ -113,15 +113,15 @@ def login_submit(tenant: str):  # type: ignore[no-untyped-def]
     # session.
     from .account import second_factor_redirect
 
+    remember = request.form.get("remember") == "on"
     pending = second_factor_redirect(tenant_config, flow.id if flow else None, result.user,
-                                     request.form.get("remember") == "on",
-                                     accepted=result.accepted)
+                                     remember, accepted=result.accepted)
     if pending is not None:
         return pending
     # end TOTP
     login, token = login_session.start(
         session, tenant_config, result.user, amr=["pwd"], acr="low",
-        remember=request.form.get("remember") == "on", accepted=result.accepted,
+        remember=remember, accepted=result.accepted,
     )
     session.commit()
     return finish_login(tenant_config, flow, token, login)
