@@ -403,6 +403,9 @@ def closed_loop(
     threads_after = thread_cpu_seconds(server.worker_pid)
     result.busiest_thread_cpu_seconds = max(
         (after - threads_before.get(tid, 0.0) for tid, after in threads_after.items()), default=0.0)
+    if not result.requests:  # every figure would be a division by zero, or a lie
+        log = server.config_path.parent / "broker.log"
+        raise RuntimeError(f"{result.summary()} (broker log: {log})")
     return result
 
 

@@ -34,9 +34,13 @@ def _verify(self: PasswordHasher, stored: str | bytes, password: str | bytes) ->
     if _HOLD_SECONDS:
         time.sleep(_HOLD_SECONDS)
     stored = stored.decode() if isinstance(stored, bytes) else stored
-    if not stored.startswith(_PREFIX) or stored != _hash(self, password):
+    if not _matches(stored, password):
         raise VerifyMismatchError("floor: mismatch")
     return True
+
+
+def _matches(stored: str, password: str | bytes) -> bool:
+    return stored.startswith(_PREFIX) and stored == floor_hash(password)
 
 
 def _verify_keeping_the_gil(stored: str, password: str) -> bool:
@@ -44,7 +48,7 @@ def _verify_keeping_the_gil(stored: str, password: str) -> bool:
     keeps the GIL, as argon2 there does."""
     if _HOLD_SECONDS:
         _LIBC.usleep(int(_HOLD_SECONDS * 1_000_000))
-    return stored.startswith(_PREFIX) and stored == floor_hash(password)
+    return _matches(stored, password)
 
 
 _LIBC = ctypes.PyDLL(None)  # PyDLL: the call keeps the GIL
