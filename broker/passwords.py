@@ -22,6 +22,7 @@ they are rare.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -30,13 +31,14 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import TypeVar
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from .argon2_verify import Verifier, holding_verifier
 from .config import TenantConfig
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _pool_lock = threading.Lock()
 # (process id, its hashing threads, the verifier that keeps the GIL, in a pinned worker only)
 _pool: tuple[int, ThreadPoolExecutor, Verifier | None] | None = None
@@ -97,9 +99,13 @@ def hash_password(tenant: TenantConfig, password: str) -> str:
 
 
 def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str) -> bool:
-    """True when ``password`` matches. With no stored hash, a dummy verify keeps the time equal."""
+    """True when ``password`` matches. With no stored hash (or an empty one, or one beyond
+    ``within_verify_limits``) a dummy verify keeps the time equal, and the answer is False."""
     hasher = hasher_for(tenant)
-    reference = stored_hash or dummy_hash(tenant)
+    verifiable = False
+    reference = dummy_hash(tenant)
+    if stored_hash and within_verify_limits(tenant, stored_hash):
+        verifiable, reference = True, stored_hash
     _, threads, holding = _hashing_pool()
 
     def verify() -> bool:
@@ -110,7 +116,43 @@ def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str
         except (VerificationError, InvalidHashError, UnicodeEncodeError):
             return False  # UnicodeEncodeError: a stored "hash" that is not ASCII
 
-    return threads.submit(verify).result() and stored_hash is not None
+    return threads.submit(verify).result() and verifiable
+
+
+STORED_HASH_HEADROOM = 4
+"""How far a stored hash's parameters may exceed the tenant's and still be verified.
+
+A hash made before the tenant lowered its parameters verifies, up to this factor for each of
+memory, passes and lanes. Beyond it the hash is not one the broker made for this tenant (an
+edited row, a bad import): verifying it could take a worker for minutes and gigabytes, and
+in a pinned worker (``keep_gil_while_verifying``) every other request with it. It is then
+treated as a wrong password, after the tenant's dummy verify so that the answer takes the
+usual time, and logged; a password reset replaces it."""
+
+
+def within_verify_limits(tenant: TenantConfig, stored_hash: str) -> bool:
+    """False for an argon2 hash that would cost more than STORED_HASH_HEADROOM times the
+    tenant's parameters to verify. Anything else that is no argon2 hash passes: the verify
+    refuses it at once."""
+    settings = stored_hash.rsplit("$", 2)[0]  # type, version and cost, without salt and hash
+    allowed = _parameters_allowed(settings, tenant.argon2_time_cost, tenant.argon2_memory_kib,
+                                  tenant.argon2_parallelism)
+    if not allowed:
+        log.warning("a stored password hash of tenant %s exceeds %dx its argon2 parameters "
+                    "(%s); not verified, answered as a wrong password", tenant.slug,
+                    STORED_HASH_HEADROOM, settings)
+    return allowed
+
+
+@lru_cache(maxsize=256)
+def _parameters_allowed(settings: str, time_cost: int, memory_kib: int, parallelism: int) -> bool:
+    try:
+        stored = extract_parameters(f"{settings}$$")
+    except InvalidHashError:
+        return True
+    return (stored.time_cost <= STORED_HASH_HEADROOM * time_cost
+            and stored.memory_cost <= STORED_HASH_HEADROOM * memory_kib
+            and stored.parallelism <= STORED_HASH_HEADROOM * parallelism)
 
 
 QUIET_SWITCH_INTERVAL = 0.05
