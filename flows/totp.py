@@ -19,7 +19,7 @@ import io
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import pyotp
 import qrcode
@@ -293,10 +293,11 @@ def start_pending_login(
     db: Session, tenant: TenantConfig, user: User | LoginAccount, *,
     authorize_flow_id: str | None,
     remember: bool, amr: list[str] | None = None, acr: str = "low",
-    now: datetime | None = None,
+    then_link: dict[str, Any] | None = None, now: datetime | None = None,
 ) -> Flow:
-    """The first factor was right (a password, or an upstream login that linked an account);
-    keep that fact, with its ``amr`` and ``acr``, server-side until the second factor is done."""
+    """The first factor was right (a password, or an upstream login that found an account);
+    keep that fact, with its ``amr`` and ``acr``, server-side until the second factor is done.
+    ``then_link``: the upstream identity to link once it is (flows.upstream_login)."""
     now = now or utcnow()
     flow = Flow(
         id=new_token(24),
@@ -304,7 +305,7 @@ def start_pending_login(
         kind=PENDING_FLOW,
         state="totp",
         data={"user_id": user.id, "authorize_flow": authorize_flow_id, "remember": remember,
-              "amr": list(amr or ["pwd"]), "acr": acr},
+              "amr": list(amr or ["pwd"]), "acr": acr, "then_link": then_link},
         created_at=now,
         expires_at=now + timedelta(minutes=PENDING_MINUTES),
     )

@@ -105,6 +105,7 @@ class Step:
     acr: str = "low"
     context: dict[str, Any] = field(default_factory=dict)
     second_factor: bool = False
+    link: dict[str, Any] | None = None  # with second_factor: link this once the TOTP is right
 
 
 def provider_label(kind: str) -> str:
@@ -482,8 +483,10 @@ def _step(flow: Flow, error: str = "") -> Step:
 
 
 def _done(flow: Flow, user: User) -> Step:
+    second_factor = bool(flow.data.get("second_factor"))
     return Step("done", flow, user=user, amr=list(flow.data["amr"]), acr=flow.data["acr"],
-                second_factor=bool(flow.data.get("second_factor")))
+                second_factor=second_factor,
+                link=_identity_to_link(flow) if second_factor else None)
 
 
 def _ask_for_proof(flow: Flow, user: User) -> Step:
@@ -503,10 +506,12 @@ def _after_user(
     An account that existed before this journey and has a second factor keeps needing it:
     the email code or password proved one factor only."""
     if user.id != flow.data.get("created_user_id") and second_factor_needed(tenant, user):
+        # The identity is linked only after the TOTP step (link_after_second_factor): linked
+        # now, the next login through this upstream would go straight in, skipping it.
         _update(flow, second_factor=True)
+    else:
+        _link(db, tenant, user, **_identity_to_link(flow), source=source)
     data = flow.data
-    _link(db, tenant, user, data["provider"], data["subject"], data.get("upstream_email"),
-          data.get("name", ""), data.get("national_id_hmac"), source)
     _audit_login(db, tenant, user, source, data["provider"])
     sealed = data.get("national_id_sealed")
     if not (sealed and tenant.binding.national_id_match and data["provider"] in STRONG_EIDS):
@@ -653,6 +658,24 @@ def _create_user(db: Session, tenant: TenantConfig, flow: Flow, email: str) -> U
                  target_user_id=user.id, reason="first upstream login",
                  provider=flow.data["provider"])
     return user
+
+
+def _identity_to_link(flow: Flow) -> dict[str, Any]:
+    """The upstream identity of a first-login journey, as ``_link`` takes it."""
+    data = flow.data
+    return {"provider": data["provider"], "subject": data["subject"],
+            "email": data.get("upstream_email"), "name": data.get("name", ""),
+            "national_digest": data.get("national_id_hmac")}
+
+
+def link_after_second_factor(
+    db: Session, tenant: TenantConfig, user: User, identity: dict[str, Any], source: str | None,
+) -> None:
+    """The TOTP step of a journey that found an existing account is done: link the upstream
+    identity (``Step.link``) now. Should another journey have linked it meanwhile, that link
+    stands: an identity belongs to one account."""
+    if _linked_identity(db, tenant.slug, identity["provider"], identity["subject"]) is None:
+        _link(db, tenant, user, **identity, source=source)
 
 
 def _link(

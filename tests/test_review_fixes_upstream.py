@@ -60,6 +60,49 @@ def test_linking_an_account_with_totp_by_its_email_code_still_asks_for_the_totp_
     assert "otp" in claims.get("amr", ["otp"])
 
 
+def _reaches_the_portal(answer) -> bool:  # type: ignore[no-untyped-def]
+    return answer.status_code == 302 and answer.headers["Location"].startswith(
+        "http://portal.test")
+
+
+def test_an_abandoned_totp_step_leaves_no_link_to_log_in_through(live):
+    """The attacker holds the mailbox, not the TOTP device: the email code links nothing."""
+    secret = pyotp.random_base32()
+    _add_user(live, "norrnat", "anna.svensson@gmail.example", totp_secret=secret)
+    trip = PortalLogin(live, "norrnat")
+    trip.authorize()
+    enter_code = trip.submit(trip.login_with("google", "anna"), "/send-code")
+    after_code = trip.submit(enter_code, "/code",
+                             code=emailed_code(live, "anna.svensson@gmail.example"))
+    assert "/login/totp" in after_code.url  # the attacker stops here
+    assert _count(live, FederatedIdentity) == 0
+
+    again = PortalLogin(live, "norrnat")
+    again.authorize()
+    answer = again.login_with("google", "anna")
+    assert not _reaches_the_portal(answer)  # the journey asks for proof again
+    assert _count(live, LoginSession) == 0 and _count(live, FederatedIdentity) == 0
+
+
+def test_the_link_is_made_by_the_right_totp_code_and_then_skips_the_journey(live):
+    secret = pyotp.random_base32()
+    user_id = _add_user(live, "norrnat", "anna.svensson@gmail.example", totp_secret=secret)
+    trip = PortalLogin(live, "norrnat")
+    trip.authorize()
+    enter_code = trip.submit(trip.login_with("google", "anna"), "/send-code")
+    after_code = trip.submit(enter_code, "/code",
+                             code=emailed_code(live, "anna.svensson@gmail.example"))
+    first = trip.tokens(trip.submit(after_code, "/login/totp", code=pyotp.TOTP(secret).now()))
+    assert _count(live, FederatedIdentity, FederatedIdentity.user_id == user_id,
+                  FederatedIdentity.provider == "google") == 1
+
+    again = PortalLogin(live, "norrnat")
+    again.authorize()
+    answer = again.login_with("google", "anna")
+    assert _reaches_the_portal(answer)  # a linked upstream login is the user's own factor
+    assert again.tokens(answer)["sub"] == first["sub"]
+
+
 def test_linking_by_password_also_asks_for_the_totp_code(live):
     tenant = live.app.extensions["broker"].config.tenants["aaro-vand"]
     _add_user(live, "aaro-vand", "anna.svensson@gmail.example",

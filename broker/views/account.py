@@ -7,10 +7,12 @@ in a cookie of its own, so the session cookie is only set once both factors are 
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 from flask_babel import lazy_gettext as _l
 
-from flows import activation, password_reset, profile, registration, totp
+from flows import activation, password_reset, profile, registration, totp, upstream_login
 from policies.password import describe_rules
 
 from .. import db as database
@@ -113,12 +115,14 @@ def second_factor_redirect(tenant: TenantConfig, authorize_flow_id: str | None,
                            user: User | LoginAccount, remember: bool, *,
                            amr: list[str] | None = None, acr: str = "low",
                            accepted: login_session.PasswordAccepted | None = None,
+                           then_link: dict[str, Any] | None = None,
                            ) -> Response | None:
     """Called after a right first factor (the login page's password, an upstream login that
     linked an existing account): None when no second factor is due, else a redirect to the
     TOTP step with the pending login (and the first factor's ``amr``/``acr``) stored
     server-side. ``accepted`` (a password's bookkeeping) is then written with it; when None
-    is returned it is left to ``login_session.start``."""
+    is returned it is left to ``login_session.start``. ``then_link``: an upstream identity
+    to link once the second factor is right (``upstream_login.Step.link``)."""
     if not totp.second_factor_needed(tenant, user):
         return None
     session = db()
@@ -127,7 +131,7 @@ def second_factor_redirect(tenant: TenantConfig, authorize_flow_id: str | None,
         accepted.write(session)
     pending = totp.start_pending_login(session, tenant, user,
                                        authorize_flow_id=authorize_flow_id, remember=remember,
-                                       amr=amr, acr=acr)
+                                       amr=amr, acr=acr, then_link=then_link)
     session.commit()
     response = redirect(url_for("account.login_totp", tenant=tenant.slug))
     response.set_cookie(_pending_cookie(tenant.slug), pending.id, path=f"/t/{tenant.slug}",
@@ -544,6 +548,9 @@ def _session_after_second_factor(tenant: TenantConfig, flow, user: User):  # typ
     if not totp.finish_pending_login(session, flow):
         session.rollback()
         return None
+    if flow.data.get("then_link"):
+        upstream_login.link_after_second_factor(session, tenant, user, flow.data["then_link"],
+                                                source_address())
     first_factor = [m for m in flow.data.get("amr", ["pwd"]) if m != "otp"]
     login, token = login_session.start(session, tenant, user, amr=[*first_factor, "otp"],
                                        acr=flow.data.get("acr", "low"),

@@ -191,9 +191,13 @@ def _show(tenant: TenantConfig, step: journey.Step, kind: str = "",  # type: ign
             if not _commit():
                 return _error_page(tenant, "try_again", kind, 409)
             pending = second_factor_redirect(tenant, authorize.id if authorize else None,
-                                             step.user, False, amr=step.amr, acr=step.acr)
+                                             step.user, False, amr=step.amr, acr=step.acr,
+                                             then_link=step.link)
             if pending is not None:
                 return pending
+        if step.link is not None:  # its second factor was turned off meanwhile: link now
+            journey.link_after_second_factor(session, tenant, step.user, step.link,
+                                             source_address())
         login, token = login_session.start(session, tenant, step.user, amr=step.amr,
                                            acr=step.acr)
         if not _commit():
