@@ -119,7 +119,7 @@ def _install_request_hooks(app: Flask, content_security_policy: str) -> None:
         incoming = request.headers.get("X-Request-Id", "")[:64]
         g.request_id = incoming if incoming.isprintable() and incoming else secrets.token_hex(8)
         g.started = time.perf_counter()
-        if _has_nul(request.args) or (request.mimetype == "application/x-www-form-urlencoded"
+        if _has_nul(request.args) or (request.mimetype in _FORM_TYPES
                                       and _has_nul(request.form)):
             # No field of ours may hold a NUL, and PostgreSQL text cannot: refuse it up front.
             abort(400)
@@ -155,7 +155,9 @@ def _default_headers(content_security_policy: str) -> tuple[_Header, ...]:
     """What every response carries unless its view set its own."""
     return tuple((name.lower(), name, value) for name, value in (
         ("X-Content-Type-Options", "nosniff"),
-        ("Referrer-Policy", "no-referrer"),
+        # A form post over HTTPS must name its page: Flask-WTF's CSRF check refuses one
+        # without a Referer of this origin. Other sites learn nothing of our URLs.
+        ("Referrer-Policy", "same-origin"),
         ("X-Frame-Options", "DENY"),
         ("Content-Security-Policy", content_security_policy),
     ))
@@ -183,6 +185,10 @@ def _protect_forms(app: Flask, config: BrokerConfig) -> None:
     api = app.blueprints.get("admin_api")
     if api is not None:
         csrf.exempt(api)
+
+
+# The encodings a browser posts a form in; request.form parses both.
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 def _has_nul(values: Any) -> bool:
