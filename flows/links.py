@@ -15,6 +15,11 @@ from sqlalchemy.orm import Session
 from broker.models import Verification, utcnow
 from broker.security import new_token, sha256_hex
 
+# Issued by flows.profile to the new address; spent by it, and by every new password
+# (flows.password_reset.set_new_password): the owner who resets a password must also undo a
+# change of address that whoever held the session asked for.
+EMAIL_CHANGE = "email_change"
+
 
 def issue(
     db: Session,

@@ -168,8 +168,11 @@ def complete_reset(
 def set_new_password(
     db: Session, tenant: TenantConfig, user: User, password: str, *, now: datetime
 ) -> None:
+    """Store the new password's hash, and spend any pending change of email address: the
+    owner taking the account back must not leave a link that gives it away again."""
     user.password_hash = hash_password(tenant, password)
     user.password_changed_at = now
+    links.spend_all(db, user_id=user.id, purpose=links.EMAIL_CHANGE, now=now)
 
 
 def revoke_refresh_tokens(

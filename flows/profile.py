@@ -34,9 +34,9 @@ from policies.password import PasswordRule, check_password
 from . import links
 from .password_login import normalise_email
 from .password_reset import revoke_refresh_tokens, set_new_password
-from .registration import MAX_NAME_LENGTH
+from .registration import MAX_EMAIL_LENGTH, MAX_NAME_LENGTH
 
-EMAIL_CHANGE = "email_change"
+EMAIL_CHANGE = links.EMAIL_CHANGE
 EMAIL_CHANGE_TTL = timedelta(hours=24)
 
 
@@ -81,8 +81,11 @@ def request_email_change(
     db: Session, tenant: TenantConfig, user: User, new_email: str, *, public_url: str,
     source_address: str | None, now: datetime | None = None,
 ) -> str | None:
-    """Email a confirmation link to ``new_email``; returns an error code or None. Commits."""
+    """Email a confirmation link to ``new_email``; returns an error code or None. Commits.
+    The caller has made the person prove it is them again (broker.views.reauth)."""
     now = now or utcnow()
+    if len(new_email) > MAX_EMAIL_LENGTH:
+        return "too_long"
     try:
         address = normalise_email(normalize_email(new_email))
     except InvalidEmailAddress:

@@ -45,6 +45,7 @@ from .password_reset import send_reset_link
 
 MAX_NAME_LENGTH = 200
 MAX_EMAIL_LENGTH = 320
+MAX_CUSTOMER_NUMBER_LENGTH = 64  # CustomerAccount.number; longer is no customer number of ours
 
 
 @dataclass(frozen=True)
@@ -238,8 +239,11 @@ def signup_proof_errors(tenant: TenantConfig, form: RegistrationForm) -> dict[st
     if not _wants_binding(tenant, form):
         return {}
     errors: dict[str, str] = {}
-    if not normalise_customer_number(form.customer_number):
+    number = normalise_customer_number(form.customer_number)
+    if not number:
         errors["customer_number"] = "required"
+    elif len(number) > MAX_CUSTOMER_NUMBER_LENGTH:
+        errors["customer_number"] = "too_long"
     if not form.proof_value.strip():
         errors["proof_value"] = "required"
     return errors

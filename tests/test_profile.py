@@ -15,6 +15,7 @@ from .accounts_support import (
     last_mail,
     link_in,
     log_in,
+    mails_to,
     register,
     register_and_activate,
     running_app,
@@ -54,7 +55,8 @@ def test_name_and_phone_change_and_a_bad_phone_is_refused(broker_app):
 
 def test_a_new_email_is_verified_before_it_replaces_the_old_and_the_old_is_told(broker_app):
     client = _logged_in(broker_app)
-    client.post(f"/t/{NO}/profile", data={"action": "email", "new_email": NEW_EMAIL})
+    client.post(f"/t/{NO}/profile", data={"action": "email", "new_email": NEW_EMAIL,
+                                          "email_current_password": GOOD_PASSWORD})
     assert user(broker_app, EMAIL) is not None  # unchanged until confirmed
     link = link_in(last_mail(broker_app, NEW_EMAIL))
     other_browser = broker_app.test_client()
@@ -72,10 +74,48 @@ def test_a_new_email_is_verified_before_it_replaces_the_old_and_the_old_is_told(
 def test_an_address_of_another_account_cannot_be_taken_over(broker_app):
     client = _logged_in(broker_app)
     register(broker_app.test_client(), NO, "other@example.no", name="Ola")
-    client.post(f"/t/{NO}/profile", data={"action": "email", "new_email": "other@example.no"})
+    client.post(f"/t/{NO}/profile", data={"action": "email", "new_email": "other@example.no",
+                                          "email_current_password": GOOD_PASSWORD})
     link = link_in(last_mail(broker_app, "other@example.no"))
     assert broker_app.test_client().post(link).status_code == 409
     assert user(broker_app, EMAIL) is not None
+
+
+def test_a_stolen_session_alone_cannot_ask_for_a_new_email_address(broker_app):
+    """The new address would take "forgot password" with it: the current password is asked
+    for, and its guesses count with the password change's."""
+    client = _logged_in(broker_app)
+    without = client.post(f"/t/{NO}/profile", data={"action": "email", "new_email": NEW_EMAIL})
+    wrong = client.post(f"/t/{NO}/profile", data={"action": "email", "new_email": NEW_EMAIL,
+                                                  "email_current_password": "Not-The-One-1"})
+    assert without.status_code == 401 and wrong.status_code == 401
+    assert 'id="email_current_password-error"' in wrong.get_data(as_text=True)
+    assert not mails_to(broker_app, NEW_EMAIL)  # nothing was sent
+    # a third wrong guess locks, as the password change's lockout does (3 tries by default);
+    # then the right password is refused too
+    client.post(f"/t/{NO}/profile", data={"action": "email", "new_email": NEW_EMAIL,
+                                          "email_current_password": "Not-The-One-2"})
+    locked = client.post(f"/t/{NO}/profile", data={
+        "action": "email", "new_email": NEW_EMAIL, "email_current_password": GOOD_PASSWORD})
+    assert locked.status_code == 429
+    assert not mails_to(broker_app, NEW_EMAIL)
+
+
+def test_a_password_reset_spends_a_pending_change_of_address(broker_app):
+    """Whoever held the session asked to move the account to their address; the owner resets
+    the password: the link that would have moved it must be dead."""
+    client = _logged_in(broker_app)
+    client.post(f"/t/{NO}/profile", data={"action": "email", "new_email": NEW_EMAIL,
+                                          "email_current_password": GOOD_PASSWORD})
+    change_link = link_in(last_mail(broker_app, NEW_EMAIL))
+    owner = broker_app.test_client()
+    owner.post(f"/t/{NO}/forgot-password", data={"email": EMAIL})
+    reset_link = link_in(last_mail(broker_app, EMAIL))
+    new = "Helt-Nytt-Pass-9"
+    assert owner.post(reset_link, data={"password": new, "password_confirmation": new}
+                      ).status_code in (200, 302)
+    assert broker_app.test_client().post(change_link).status_code == 410
+    assert user(broker_app, EMAIL) is not None and user(broker_app, NEW_EMAIL) is None
 
 
 def test_password_change_needs_the_current_password_and_ends_other_sessions(broker_app):

@@ -114,6 +114,23 @@ def test_a_wrong_pin_refuses_everything_with_an_error_on_the_pin_field(broker_ap
     assert _count(broker_app, AuditEvent, AuditEvent.event == "binding_failed") == 1
 
 
+@pytest.fixture
+def broker_app_on_each_database(database_url):  # type: ignore[no-untyped-def]
+    for application in running_app(database_url):
+        _load_customers(application)
+        yield application
+
+
+def test_an_overlong_customer_number_is_a_field_error_not_a_server_error(
+        broker_app_on_each_database):
+    """Its attempt counter's key would overflow on PostgreSQL: refused before any lookup."""
+    app = broker_app_on_each_database
+    response = _signup(app.test_client(), "kari@example.no", WRONG_PIN, number="7" * 5000)
+    assert response.status_code == 400
+    assert 'id="customer_number-error"' in response.get_data(as_text=True)
+    assert user(app, "kari@example.no") is None and _count(app, OutboxMessage) == 0
+
+
 def test_wrong_pins_at_signup_lock_the_customer_number_even_for_the_right_pin(broker_app):
     client = broker_app.test_client()
     limit = broker_app.extensions["broker"].config.tenants[SLUG].lockout.max_attempts

@@ -28,6 +28,7 @@ from ..throttle import EMAIL, throttled
 from .customers import PROOF_LABELS
 from .login import authorize_flow, finish_login, set_session_cookie
 from .oidc import resume_url
+from .reauth import FRESH_LOGIN_MINUTES, reauthenticate
 from .tenancy import current_login, source_address, tenant_or_404
 
 blueprint = Blueprint("account", __name__, url_prefix="/t/<tenant>")
@@ -389,6 +390,7 @@ def _profile_page(tenant: TenantConfig, user: User, status: int = 200, **context
     values: dict[str, object] = {
         "errors": {}, "failures": [], "notice": None, "form": {},
         "rules": _rules(tenant), "totp_offered": totp.totp_offered(tenant),
+        "fresh_minutes": FRESH_LOGIN_MINUTES,
         "support_actions": support_actions_for(db(), user.id, limit=20),
     }
     values.update(context)
@@ -429,6 +431,14 @@ def profile_submit(tenant: str):  # type: ignore[no-untyped-def]
             return _profile_page(tenant_config, user, 400, errors=errors, form=request.form)
         return redirect(url_for("account.profile_page", tenant=tenant, notice="details_saved"))
     if action == "email":
+        # The new address would take "forgot password" with it: a stolen session alone must
+        # not be enough to ask for it.
+        refused = reauthenticate(tenant_config, login, user,
+                                 request.form.get("email_current_password", ""),
+                                 refused_event="email_change_refused")
+        if refused is not None:
+            return _profile_page(tenant_config, user, 429 if refused == "locked" else 401,
+                                 errors={"email_current_password": refused}, form=request.form)
         error = profile.request_email_change(session, tenant_config, user,
                                              request.form.get("new_email", ""),
                                              public_url=config.public_url,

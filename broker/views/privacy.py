@@ -1,33 +1,29 @@
 """The user's privacy pages: download my data, delete my account, accept a new privacy policy.
 
-Deleting asks for fresh proof that the person at the keyboard owns the account: the current
-password (its guesses count with the profile's password change), or, for an account without a
-password, a login no older than ``FRESH_LOGIN_MINUTES``. The consent page is a step of a portal
+Deleting asks for fresh proof that the person at the keyboard owns the account
+(``broker.views.reauth``). The consent page is a step of a portal
 login (``broker.views.oidc``): the portal gets its code only after the new version is accepted.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 
 from flows import privacy
 
 from .. import audit, login_session
-from ..attempts import record_failure, record_success, reserve_attempt, rule_from_config
 from ..config import TenantConfig
-from ..models import LoginSession, User, utcnow
+from ..models import LoginSession, User
 from ..oidc.logout import notify_portals
-from ..passwords import verify_password
 from ..state import current, db
 from .login import authorize_flow
 from .oidc import resume_url
+from .reauth import FRESH_LOGIN_MINUTES, fresh, reauthenticate
 from .tenancy import current_login, source_address, tenant_or_404
 
 blueprint = Blueprint("privacy", __name__, url_prefix="/t/<tenant>")
-FRESH_LOGIN_MINUTES = 5
 
 
 def _page(template: str, tenant: TenantConfig, status: int = 200, **context: object):
@@ -57,15 +53,11 @@ def download(tenant: str):  # type: ignore[no-untyped-def]
     return response
 
 
-def _fresh(login: LoginSession) -> bool:
-    return utcnow() - login.auth_time <= timedelta(minutes=FRESH_LOGIN_MINUTES)
-
-
 def _delete_page(tenant: TenantConfig, login: LoginSession, user: User, status: int = 200,
                  error: str | None = None):  # type: ignore[no-untyped-def]
     return _page(
         "privacy_delete.html", tenant, status, user=user, error=error,
-        has_password=user.password_hash is not None, fresh=_fresh(login),
+        has_password=user.password_hash is not None, fresh=fresh(login),
         fresh_minutes=FRESH_LOGIN_MINUTES,
         last_owner=privacy.last_owner_accounts(db(), user),
         relogin_url=url_for("login.login_page", tenant=tenant.slug),
@@ -80,28 +72,6 @@ def delete_page(tenant: str):  # type: ignore[no-untyped-def]
     return _delete_page(tenant_config, login, user)
 
 
-def _reauthenticated(tenant: TenantConfig, login: LoginSession, user: User) -> str | None:
-    """None when the person proved it is them just now; else why not."""
-    session = db()
-    if user.password_hash is None:
-        return None if _fresh(login) else "login_again"
-    key = f"password-change:{user.id}"
-    rule = rule_from_config(tenant.lockout)
-    reservation = reserve_attempt(session, key, rule)
-    session.commit()
-    if not reservation.allowed:
-        return "locked"
-    if not verify_password(tenant, user.password_hash, request.form.get("password", "")):
-        locked_until = record_failure(session, key, rule)
-        audit.record(session, "account_deletion_refused", tenant=tenant.slug, actor_type="user",
-                     actor_id=user.id, target_user_id=user.id, source_address=source_address(),
-                     reason="wrong current password", outcome="refused")
-        session.commit()
-        return "locked" if locked_until is not None else "wrong_password"
-    record_success(session, key)
-    return None
-
-
 @blueprint.post("/profile/delete")
 def delete_submit(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config, login, user = _logged_in(tenant)
@@ -109,7 +79,8 @@ def delete_submit(tenant: str):  # type: ignore[no-untyped-def]
         return redirect(url_for("login.login_page", tenant=tenant))
     if request.form.get("confirm") != "yes":
         return _delete_page(tenant_config, login, user, 400, error="confirm")
-    problem = _reauthenticated(tenant_config, login, user)
+    problem = reauthenticate(tenant_config, login, user, request.form.get("password", ""),
+                             refused_event="account_deletion_refused")
     if problem is not None:
         status = 429 if problem == "locked" else 401
         return _delete_page(tenant_config, login, user, status, error=problem)
