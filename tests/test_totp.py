@@ -13,6 +13,7 @@ from sqlalchemy import select
 from broker.models import LoginSession, RecoveryCode
 
 from .accounts_support import (
+    GOOD_PASSWORD,
     NO,
     db_session,
     log_in,
@@ -51,13 +52,31 @@ def _enrol(app) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
     assert 'src="data:image/svg+xml;base64,' in page and "<script" not in page
     secret = _secret(page)
     enrol_id = re.search(r'name="enrol" value="([^"]+)"', page).group(1)
-    wrong = client.post(f"/t/{NO}/profile/totp", data={"enrol": enrol_id, "code": "000000"})
+    wrong = client.post(f"/t/{NO}/profile/totp", data={
+        "enrol": enrol_id, "code": "000000", "current_password": GOOD_PASSWORD})
     assert wrong.status_code == 400 and user(app, EMAIL).totp_secret is None
-    done = client.post(f"/t/{NO}/profile/totp",
-                       data={"enrol": enrol_id, "code": pyotp.TOTP(secret).now()})
+    done = client.post(f"/t/{NO}/profile/totp", data={
+        "enrol": enrol_id, "code": pyotp.TOTP(secret).now(), "current_password": GOOD_PASSWORD})
     codes = re.findall(r"<li><code>([a-z0-9-]+)</code></li>", done.get_data(as_text=True))
     assert len(codes) == 10
     return secret, codes
+
+
+def test_a_stolen_session_alone_cannot_turn_on_a_second_factor_of_its_own(optional_app):
+    """The owner, locked out by the attacker's authenticator, would find it still on after
+    resetting the password: turning TOTP on asks for the current password."""
+    client = optional_app.test_client()
+    assert log_in(client, NO, EMAIL).status_code == 302
+    page = client.get(f"/t/{NO}/profile/totp").get_data(as_text=True)
+    assert 'name="current_password"' in page
+    enrol_id = re.search(r'name="enrol" value="([^"]+)"', page).group(1)
+    code = pyotp.TOTP(_secret(page)).now()
+    without = client.post(f"/t/{NO}/profile/totp", data={"enrol": enrol_id, "code": code})
+    wrong = client.post(f"/t/{NO}/profile/totp", data={
+        "enrol": enrol_id, "code": code, "current_password": "Not-The-One-1"})
+    assert without.status_code == 401 and wrong.status_code == 401
+    assert 'id="current_password-error"' in wrong.get_data(as_text=True)
+    assert user(optional_app, EMAIL).totp_secret is None
 
 
 def _password_step(app):  # type: ignore[no-untyped-def]

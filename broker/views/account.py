@@ -487,11 +487,16 @@ def email_change_submit(tenant: str, token: str):  # type: ignore[no-untyped-def
 
 
 def _enrolment_page(tenant: TenantConfig, user: User, flow, action_url: str,  # type: ignore[no-untyped-def]
-                    status: int = 200, error: str | None = None):
+                    status: int = 200, error: str | None = None, *, reauth: bool = False,
+                    reauth_error: str | None = None):
+    """``reauth``: the profile's enrolment, which asks for the current password too (the
+    login's enrolment follows the password just given)."""
     secret = totp.enrolment_secret(flow)
     uri = totp.provisioning_uri(tenant, user, secret)
     return _page("totp_setup.html", tenant, status, enrol_id=flow.id, secret=secret,
-                 qr=totp.qr_code_data_uri(uri), action_url=action_url, error=error)
+                 qr=totp.qr_code_data_uri(uri), action_url=action_url, error=error,
+                 reauth=reauth, reauth_error=reauth_error,
+                 has_password=user.password_hash is not None, fresh_minutes=FRESH_LOGIN_MINUTES)
 
 
 @blueprint.get("/profile/totp")
@@ -508,14 +513,14 @@ def profile_totp_page(tenant: str):  # type: ignore[no-untyped-def]
     flow = totp.start_enrolment(session, tenant_config, user, purpose="profile")
     session.commit()
     return _enrolment_page(tenant_config, user, flow,
-                           url_for("account.profile_totp_submit", tenant=tenant))
+                           url_for("account.profile_totp_submit", tenant=tenant), reauth=True)
 
 
 @blueprint.post("/profile/totp")
 def profile_totp_submit(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config = tenant_or_404(tenant)
-    _, user = _logged_in(tenant_config)
-    if user is None:
+    login, user = _logged_in(tenant_config)
+    if user is None or login is None:
         return redirect(url_for("login.login_page", tenant=tenant))
     if not totp.totp_offered(tenant_config):
         abort(404)
@@ -536,11 +541,20 @@ def profile_totp_submit(tenant: str):  # type: ignore[no-untyped-def]
     flow = totp.enrolment(session, tenant_config, request.form.get("enrol", ""), user.id)
     if flow is None:
         return redirect(action_url)
+    # A stolen session must not turn on a second factor of its own: the owner, locked out by
+    # it, would find it still on after resetting the password.
+    refused = reauthenticate(tenant_config, login, user, request.form.get("current_password", ""),
+                             refused_event="totp_enrolment_refused")
+    if refused is not None:
+        return _enrolment_page(tenant_config, user, flow, action_url,
+                               429 if refused == "locked" else 401, reauth=True,
+                               reauth_error=refused)
     codes = totp.confirm_enrolment(session, tenant_config, user, flow,
                                    request.form.get("code", ""), hmac_key=config.hmac_key,
                                    source_address=source_address())
     if codes is None:
-        return _enrolment_page(tenant_config, user, flow, action_url, 400, error="invalid")
+        return _enrolment_page(tenant_config, user, flow, action_url, 400, error="invalid",
+                               reauth=True)
     return _page("recovery_codes.html", tenant_config, codes=codes,
                  continue_url=url_for("account.profile_page", tenant=tenant))
 
