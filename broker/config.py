@@ -153,6 +153,7 @@ class ThrottleConfig(_Strict):
     activation: ThrottleLimits = ThrottleLimits()
     totp: ThrottleLimits = ThrottleLimits()
     binding: ThrottleLimits = ThrottleLimits()
+    invitation: ThrottleLimits = ThrottleLimits()
     upstream_start: ThrottleLimits = ThrottleLimits()
     oidc: ClientThrottleLimits = ClientThrottleLimits()
 
@@ -174,7 +175,7 @@ class ThrottleConfig(_Strict):
 
 # Per form: (per source address, per target). Targets: the email for login, registration,
 # forgot password and activation; the customer number for binding; the phone or email the
-# PINs go to for forgot PIN.
+# PINs go to for forgot PIN; the invited address for an owner's invitation (mail bombing).
 DEFAULT_THROTTLES: dict[str, dict[str, str | None]] = {
     "login": {"per_address": "20/minute", "per_target": "10/minute"},
     "registration": {"per_address": "10/minute", "per_target": "5/hour"},
@@ -183,6 +184,7 @@ DEFAULT_THROTTLES: dict[str, dict[str, str | None]] = {
     "activation": {"per_address": "20/minute", "per_target": "10/minute"},
     "totp": {"per_address": "20/minute", "per_target": None},
     "binding": {"per_address": "20/minute", "per_target": "10/minute"},
+    "invitation": {"per_address": "10/minute", "per_target": "5/hour"},
     "upstream_start": {"per_address": "30/minute", "per_target": None},
 }
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,7 @@ from broker.customers.registry import (
     ProofVerifyingRegistry,
     registry_for,
 )
-from broker.models import Binding, CustomerAccount, Staff, User, utcnow
+from broker.models import Binding, CustomerAccount, Invitation, Staff, User, utcnow
 from policies.binding import (
     account_kind_allowed,
     may_remove,
@@ -65,7 +65,9 @@ class BindingResult:
 class NationalIdResult:
     """Accounts bound after a MitID/FTN login, and what the profile page may prefill.
 
-    When nothing matched, ``show_support`` is true and ``support`` holds the tenant's phone,
+    A matching account the tenant's account-kind rule refuses (seed 003) is left out and
+    audited; when it refuses every match, ``reason`` says why (account_kind_needs_company_user,
+    ...). When nothing matched, ``show_support`` is true and ``support`` holds the tenant's phone,
     hours and email: the customer relation lacks the identity code and only support can add it.
     """
 
@@ -209,8 +211,15 @@ def bind_by_national_id(
             outcome="refused", proof=NATIONAL_ID_PROOF,
         )
         return NationalIdResult(False, "no_match", show_support=True, support=support)
+    allowed, refusals = _records_of_allowed_kind(db, tenant, user, records)
+    for record, reason in refusals:
+        audit.record(
+            db, "binding_failed", tenant=tenant.slug, actor_type="user", actor_id=user.id,
+            target_user_id=user.id, source_address=source, reason=reason, outcome="refused",
+            proof=NATIONAL_ID_PROOF, customer_account_id=record.account_id,
+        )
     bindings = []
-    for record in records:
+    for record in allowed:
         binding = grant_binding(db, user, record.account_id, "owner", NATIONAL_ID_PROOF)
         bindings.append(binding)
         audit.record(
@@ -219,11 +228,38 @@ def bind_by_national_id(
             customer_account_id=record.account_id, role=binding.role,
         )
     return NationalIdResult(
-        True,
+        bool(allowed),
+        "" if allowed else refusals[0][1],
         bindings=bindings,
-        accounts=[_describe(record, "owner") for record in records],
-        prefill=_prefill(records),
+        accounts=[_describe(record, "owner") for record in allowed],
+        prefill=_prefill(allowed),
     )
+
+
+def _records_of_allowed_kind(
+    db: Session, tenant: TenantConfig, user: User, records: list[CustomerRecord]
+) -> tuple[list[CustomerRecord], list[tuple[CustomerRecord, str]]]:
+    """Seed 003 holds for a national id as for a proof from the bill: the same identity code
+    may be on a company contract, and a private login must not become its owner. Records are
+    decided in turn, each company account allowed counting toward the next; an account the
+    user already holds does not count against itself (a company user logs in again)."""
+    company_accounts = set(_company_account_ids_held(db, user.id))
+    allowed: list[CustomerRecord] = []
+    refusals: list[tuple[CustomerRecord, str]] = []
+    for record in records:
+        decision = account_kind_allowed(
+            registration_types=tenant.registration_types,
+            registration_type=user.registration_type,
+            account_kind=record.kind,
+            company_accounts_held=len(company_accounts - {record.account_id}),
+        )
+        if not decision.allowed:
+            refusals.append((record, decision.reason))
+            continue
+        allowed.append(record)
+        if record.kind == "company":
+            company_accounts.add(record.account_id)
+    return allowed, refusals
 
 
 # What the ``customer_accounts`` claim is made of, per bound account; built once.
@@ -272,6 +308,9 @@ def unbind(
     ``BEGIN IMMEDIATE`` serialises writers) before they are counted, so two owners removing
     each other at once are decided one after the other: the second sees one owner left and is
     refused, instead of both counting two and leaving none.
+
+    A removed owner's open invitations for the account end with the binding
+    (``end_open_invitations``).
     """
     owners = len(db.scalars(
         select(Binding.id).where(
@@ -306,15 +345,40 @@ def unbind(
             return UnbindResult(False, decision.reason)
     else:
         raise ValueError("unbind needs actor_user or actor_staff")
+    invitations_ended = (
+        end_open_invitations(db, binding.user_id, binding.customer_account_id)
+        if binding.role == "owner" else 0
+    )
     audit.record(
         db, "customer_unbound", tenant=tenant.slug, actor_type=actor_type, actor_id=actor_id,
         target_user_id=binding.user_id, source_address=source_address, reason=reason,
         customer_account_id=binding.customer_account_id, role=binding.role,
-        owners_left=owners_after,
+        owners_left=owners_after, invitations_ended=invitations_ended,
     )
     db.delete(binding)
     db.flush()
     return UnbindResult(True)
+
+
+def end_open_invitations(
+    db: Session, inviter_user_id: int, customer_account_id: int, *, now: datetime | None = None
+) -> int:
+    """An owner's open invitations end with their ownership: accepted later (by a relative, or
+    by the removed owner's second login) they would hand the account back. They expire now
+    rather than vanish, so the audit trail keeps them until retention removes expired ones.
+    Returns how many ended."""
+    now = now or utcnow()
+    return db.execute(
+        update(Invitation)
+        .where(
+            Invitation.inviter_user_id == inviter_user_id,
+            Invitation.customer_account_id == customer_account_id,
+            Invitation.accepted_at.is_(None),
+            Invitation.expires_at > now,
+        )
+        .values(expires_at=now)
+        .execution_options(synchronize_session="fetch")  # a loaded invitation ends too
+    ).rowcount
 
 
 def grant_binding(
@@ -367,6 +431,14 @@ def _company_accounts_held(db: Session, user_id: int) -> int:
         .join(CustomerAccount, CustomerAccount.id == Binding.customer_account_id)
         .where(Binding.user_id == user_id, CustomerAccount.kind == "company")
     ) or 0
+
+
+def _company_account_ids_held(db: Session, user_id: int) -> list[int]:
+    return list(db.scalars(
+        select(Binding.customer_account_id)
+        .join(CustomerAccount, CustomerAccount.id == Binding.customer_account_id)
+        .where(Binding.user_id == user_id, CustomerAccount.kind == "company")
+    ))
 
 
 def _describe(record: CustomerRecord, role: str) -> dict[str, Any]:

@@ -4,6 +4,10 @@ An owner sees who has access, invites someone by email to become a delegate, and
 users. An invitation is a random token (we keep its SHA-256), expires after the tenant's
 ``binding.invitation_valid_days``, and can be accepted once, by whoever is logged in when the
 link is opened: the invited address is recorded, but a relative may use another login.
+An invitation is the inviter's grant: it is accepted only while the inviter still owns the
+account, and it ends when they lose that ownership. An account has at most
+``MAX_OPEN_INVITATIONS`` open (unaccepted, unexpired) at once, so an owner cannot make the
+utility mail any number of addresses.
 The caller owns the transaction; each step adds its audit record to ``db``.
 """
 
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from broker import audit
@@ -24,6 +28,9 @@ from broker.models import Binding, CustomerAccount, Invitation, User, utcnow
 from broker.security import new_token, sha256_hex
 
 from .binding import UnbindResult, grant_binding, unbind
+
+# Enough for a household's relatives within one validity period; more is a mailing list.
+MAX_OPEN_INVITATIONS = 5
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,8 @@ class AccessEntry:
 
 @dataclass(frozen=True)
 class InviteResult:
+    """``reason`` when not ok: bad_email, not_owner, too_many_open."""
+
     ok: bool
     reason: str = ""
     invitation: Invitation | None = None
@@ -45,7 +54,8 @@ class InviteResult:
 
 @dataclass(frozen=True)
 class AcceptResult:
-    """``reason`` when not ok: unknown, expired, used, other_tenant."""
+    """``reason`` when not ok: unknown, other_tenant, used, revoked (the inviter no longer
+    owns the account), expired."""
 
     ok: bool
     reason: str = ""
@@ -107,6 +117,13 @@ def invite(
             customer_account_id=customer_account_id,
         )
         return InviteResult(False, "not_owner")
+    if open_invitations(db, account.id, now) >= MAX_OPEN_INVITATIONS:
+        audit.record(
+            db, "invitation_refused", tenant=tenant.slug, actor_type="user", actor_id=owner.id,
+            source_address=source_address, reason="too_many_open", outcome="refused",
+            customer_account_id=account.id,
+        )
+        return InviteResult(False, "too_many_open")
     token = new_token()
     days = tenant.binding.invitation_valid_days
     invitation = Invitation(
@@ -128,6 +145,32 @@ def invite(
         invitation_id=invitation.id,
     )
     return InviteResult(True, invitation=invitation, link=link)
+
+
+def open_invitations(db: Session, customer_account_id: int, now: datetime) -> int:
+    """Invitations of an account that could still be accepted: each one sent an email."""
+    return db.scalar(
+        select(func.count(Invitation.id)).where(
+            Invitation.customer_account_id == customer_account_id,
+            Invitation.accepted_at.is_(None),
+            Invitation.expires_at > now,
+        )
+    ) or 0
+
+
+def inviter_still_owns(db: Session, invitation: Invitation) -> bool:
+    """The invitation hands on the inviter's ownership, so it is void once they lost it. The
+    owner row is locked (as ``unbind`` locks it), so a removal running at the same moment is
+    decided either before this acceptance or after it, never in between."""
+    if invitation.inviter_user_id is None:  # the inviter's login was deleted
+        return False
+    return db.scalar(
+        select(Binding.id).where(
+            Binding.user_id == invitation.inviter_user_id,
+            Binding.customer_account_id == invitation.customer_account_id,
+            Binding.role == "owner",
+        ).with_for_update()
+    ) is not None
 
 
 def find_invitation(db: Session, tenant: str, token: str) -> Invitation | None:
@@ -165,6 +208,8 @@ def accept(
         return refuse("other_tenant")
     if invitation.accepted_at is not None:
         return refuse("used")
+    if not inviter_still_owns(db, invitation):  # before expiry: a removal also expires them
+        return refuse("revoked")
     if now >= invitation.expires_at:
         return refuse("expired")
     # Single use even when two tabs accept at once: only one UPDATE finds it unaccepted.

@@ -15,7 +15,7 @@ from flows import delegation
 
 from ..models import Binding, CustomerAccount
 from ..state import current, db
-from ..throttle import CUSTOMER_NUMBER, throttled
+from ..throttle import CUSTOMER_NUMBER, EMAIL, throttled
 from .login import authorize_flow
 from .oidc import resume_url
 from .tenancy import current_login, source_address, tenant_or_404
@@ -94,6 +94,7 @@ def skip(tenant: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/customer-accounts/<id:account_id>/invite")
+@throttled("invitation", target=EMAIL)  # sends an email to the address typed, like registration
 def invite(tenant: str, account_id: int):  # type: ignore[no-untyped-def]
     tenant_config, login, user = _require_login(tenant)
     if login is None:
