@@ -15,14 +15,19 @@ from ..state import db
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 
 
-def find_token(token_string: str, hint: str | None) -> tuple[Token, User] | None:
+def find_token(
+    token_string: str, *, access_only: bool = False
+) -> tuple[Token, User] | None:
+    """The token row holding this access or refresh token, and its user.
+
+    Revocation and introspection search both kinds whatever the token_type_hint says (RFC 7009
+    2.1: a wrong hint must not let a refresh token survive its revocation). A bearer token at a
+    resource (userinfo) passes ``access_only``: a refresh token is never a bearer token.
+    """
     digest = sha256_hex(token_string)
-    if hint == "access_token":
-        condition = Token.access_token_sha256 == digest
-    elif hint == "refresh_token":
-        condition = Token.refresh_token_sha256 == digest
-    else:
-        condition = or_(Token.access_token_sha256 == digest, Token.refresh_token_sha256 == digest)
+    condition = Token.access_token_sha256 == digest
+    if not access_only:
+        condition = or_(condition, Token.refresh_token_sha256 == digest)
     row = db().execute(select(Token, User).join(User, User.id == Token.user_id).where(condition))
     found = row.first()
     return (found[0], found[1]) if found else None
@@ -48,7 +53,8 @@ class TokenRevocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = AUTH_METHODS
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> _Found | None:
-        found = find_token(token_string, token_type_hint)
+        """The hint does not narrow the search: both kinds are looked up (RFC 7009 2.1)."""
+        found = find_token(token_string)
         return _Found(*found, sha256_hex(token_string)) if found else None
 
     def revoke_token(self, token: _Found, request: Any) -> None:
@@ -69,7 +75,8 @@ class TokenIntrospection(IntrospectionEndpoint):
         self.issuer = issuer
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> _Found | None:
-        found = find_token(token_string, token_type_hint)
+        """The hint does not narrow the search: both kinds are looked up (RFC 7009 2.1)."""
+        found = find_token(token_string)
         return _Found(*found, sha256_hex(token_string)) if found else None
 
     def check_permission(self, token: _Found, client: Any, request: Any) -> bool:

@@ -8,7 +8,7 @@ committed (see broker.oidc.grants.after_rollback).
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,7 +31,7 @@ from sqlalchemy import bindparam, select
 from flows.privacy import consent_due
 
 from .. import login_session
-from ..models import Binding, Flow, utcnow
+from ..models import Binding, Flow, User, utcnow
 from ..oidc.claims import CLAIMS_SUPPORTED, user_claims
 from ..oidc.endpoints import find_token
 from ..oidc.grants import session_id_claim
@@ -52,6 +52,9 @@ blueprint = Blueprint("oidc", __name__, url_prefix="/t/<tenant>")
 ACR_LEVELS = {"low": 1, "substantial": 2, "high": 3}
 _ANY_BINDING = select(Binding.id).where(Binding.user_id == bindparam("user_id")).limit(1)
 AUTHORIZE_FLOW_MINUTES = 30
+# Ten digits of seconds are over 300 years: a longer max_age asks nothing of a login (and
+# int() refuses more than 4300 digits).
+MAX_AGE_DIGITS = 10
 
 
 @blueprint.before_request
@@ -156,17 +159,14 @@ def authorize(tenant: str) -> Response:
 
     prompts = set(request.values.get("prompt", "").split())
     resumed = _resumed_flow(tenant)
-    fresh = bool(resumed and login and login.auth_time >= resumed.created_at)
+    fresh = bool(resumed and login and login.auth_time >= _request_started_at(resumed))
     required = _required_acr(None)
     needs_login = login is None
     if login is not None and not fresh:
         if "login" in prompts:
             needs_login = True
-        max_age = request.values.get("max_age", "")
-        too_old = max_age.isascii() and max_age.isdigit() and (
-            (utcnow() - login.auth_time).total_seconds() > int(max_age)
-        )
-        if too_old:
+        max_age = _max_age_seconds(request.values.get("max_age", ""))
+        if max_age is not None and (utcnow() - login.auth_time).total_seconds() > max_age:
             needs_login = True
     if login is not None and required and ACR_LEVELS.get(login.acr, 0) < ACR_LEVELS[required]:
         if fresh:
@@ -180,17 +180,15 @@ def authorize(tenant: str) -> Response:
 
     if needs_login:
         if "none" in prompts:
-            error = OAuth2Error(redirect_uri=request.values.get("redirect_uri"))
-            error.error = "login_required"
-            return _error_redirect(server, error)
-        return _start_login(tenant, required)
+            return _interaction_error(server, grant, "login_required")
+        return _start_login(tenant, required, resumed)
 
-    if _binding_step_due(user, resumed):
-        return _start_step(tenant, required, "customers.accounts")
-    # Privacy step (views/privacy.py): a new privacy-policy version is accepted before the code.
-    if consent_due(server.tenant, user):
-        return _start_step(tenant, required, "privacy.consent")
-    # end privacy step
+    step = _interaction_step(server, user, resumed)
+    if step is not None:
+        endpoint, error_code = step
+        if "none" in prompts:
+            return _interaction_error(server, grant, error_code)
+        return _start_step(tenant, required, endpoint, resumed)
 
     g.oidc_login = login
     response = server.create_authorization_response(grant=grant, grant_user=user)
@@ -200,6 +198,44 @@ def authorize(tenant: str) -> Response:
         db().delete(resumed)
     db().commit()
     return response
+
+
+def _max_age_seconds(value: str) -> int | None:
+    """max_age in seconds, or None when it is absent or not a plain number: such a value is
+    ignored, as before; an over-long one allows any age, the same as ignoring it."""
+    if not (value.isascii() and value.isdigit()) or len(value) > MAX_AGE_DIGITS:
+        return None
+    return int(value)
+
+
+def _interaction_error(server: TenantServer, grant: Any, error_code: str) -> Response:
+    """prompt=none: the portal asked for no page, so it is told which one was needed (OIDC
+    Core 3.1.2.6), at the redirect_uri that Authlib verified for this request."""
+    error = OAuth2Error(redirect_uri=grant.redirect_uri)
+    error.error = error_code
+    return _error_redirect(server, error)
+
+
+def _interaction_step(
+    server: TenantServer, user: User, resumed: Flow | None
+) -> tuple[str, str] | None:
+    """The page the user must see before the portal gets its code, and the error that answers
+    prompt=none instead of that page."""
+    if _binding_step_due(user, resumed):
+        return "customers.accounts", "interaction_required"
+    # Privacy step (views/privacy.py): a new privacy-policy version is accepted before the code.
+    if consent_due(server.tenant, user):
+        return "privacy.consent", "consent_required"
+    # end privacy step
+    return None
+
+
+def _request_started_at(flow: Flow) -> datetime:
+    """When the portal's authorization request first reached us. A step (binding, consent)
+    keeps it in its new flow, so the login made for this request still counts as fresh for
+    prompt=login and max_age; a login from before the request never does."""
+    started = flow.data.get("request_started_at")
+    return datetime.fromisoformat(started) if started else flow.created_at
 
 
 def _resumed_flow(tenant: str) -> Flow | None:
@@ -228,15 +264,18 @@ def _binding_step_due(user: Any, resumed: Flow | None) -> bool:
     return db().scalar(_ANY_BINDING, {"user_id": user.id}) is None
 
 
-def _start_login(tenant: str, required_acr: str | None) -> Response:
+def _start_login(tenant: str, required_acr: str | None, resumed: Flow | None) -> Response:
     """Keep the authorization request server-side and send the browser to the login page."""
-    return _start_step(tenant, required_acr, "login.login_page")
+    return _start_step(tenant, required_acr, "login.login_page", resumed)
 
 
-def _start_step(tenant: str, required_acr: str | None, endpoint: str) -> Response:
+def _start_step(
+    tenant: str, required_acr: str | None, endpoint: str, resumed: Flow | None
+) -> Response:
     """Keep the authorization request server-side and send the browser to a step's page."""
     params = [(k, v) for k, v in request.values.items(multi=True) if k != "resume"]
     browser = request.cookies.get(browser_cookie_name(tenant)) or new_token(16)
+    started_at = _request_started_at(resumed) if resumed is not None else utcnow()
     flow = Flow(
         id=new_token(24),
         tenant=tenant,
@@ -249,6 +288,7 @@ def _start_step(tenant: str, required_acr: str | None, endpoint: str) -> Respons
             "ui_locales": request.values.get("ui_locales", ""),
             "client_id": request.values.get("client_id", ""),
             "browser": sha256_hex(browser),
+            "request_started_at": started_at.isoformat(),
         },
         expires_at=utcnow() + timedelta(minutes=AUTHORIZE_FLOW_MINUTES),
     )
@@ -311,7 +351,7 @@ def userinfo(tenant: str) -> Response:
     tenant_or_404(tenant)
     header = request.headers.get("Authorization", "")
     token_string = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    found = find_token(token_string, "access_token") if token_string else None
+    found = find_token(token_string, access_only=True) if token_string else None
     if found is None or not _access_token_usable(found, tenant):
         response = jsonify(
             error="invalid_token", error_description="The access token is not valid."
