@@ -80,6 +80,9 @@ class NationalIdResult:
     support: dict[str, str] = field(default_factory=dict)
 
 
+MAX_CUSTOMER_NUMBER_LENGTH = 64  # CustomerAccount.number
+
+
 def binding_attempt_key(tenant: str, customer_number: str) -> str:
     return f"bind:{tenant}:{customer_number}"
 
@@ -115,6 +118,8 @@ def bind_with_proof(
     number = normalise_customer_number(customer_number)
     if not number or not normalise_proof_value(proof_value):
         return refuse("missing_input")
+    if len(number) > MAX_CUSTOMER_NUMBER_LENGTH:  # no account has it; its counter key won't fit
+        return refuse("wrong_proof")
 
     key = binding_attempt_key(tenant, number)
     rule = rule_from_config(tenant_cfg.lockout)

@@ -39,13 +39,17 @@ from policies.binding import normalise_customer_number
 from policies.password import PasswordRule, check_password
 
 from .activation import issue_activation, resend_activation
-from .binding import BindingResult, bind_with_proof, binding_attempt_key
+from .binding import (
+    MAX_CUSTOMER_NUMBER_LENGTH,
+    BindingResult,
+    bind_with_proof,
+    binding_attempt_key,
+)
 from .password_login import normalise_email
 from .password_reset import send_reset_link
 
 MAX_NAME_LENGTH = 200
 MAX_EMAIL_LENGTH = 320
-MAX_CUSTOMER_NUMBER_LENGTH = 64  # CustomerAccount.number; longer is no customer number of ours
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,18 @@ def test_fourth_proof_after_three_wrong_ones_from_different_users_is_refused_eve
                      other["pin"]).ok
 
 
+def test_an_overlong_customer_number_is_a_wrong_proof_not_a_server_error(broker_on_both):
+    """No account has it, and its attempt counter's key would overflow on PostgreSQL."""
+    broker = broker_on_both
+    with broker.session() as db:
+        user = broker.add_user(db, "fjordvarme", "long@example.no")
+        db.commit()
+        result = _bind(broker, db, "fjordvarme", user, "7" * 5000, "pin", "000000")
+        db.commit()
+        assert (result.ok, result.reason) == (False, "wrong_proof")
+        assert customer_accounts_for(db, user.id) == []
+
+
 def test_a_number_that_does_not_exist_counts_and_locks_exactly_like_one_that_does(
     broker_on_both,
 ):
