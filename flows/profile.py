@@ -92,6 +92,8 @@ def request_email_change(
         return "invalid_email"
     if address == user.email:
         return "same_email"
+    if _asked_within_cooldown(db, tenant, user, now):
+        return "too_soon"
     links.spend_all(db, user_id=user.id, purpose=EMAIL_CHANGE, now=now)
     token = links.issue(db, tenant=tenant.slug, user_id=user.id, purpose=EMAIL_CHANGE,
                         target=address, ttl=EMAIL_CHANGE_TTL, now=now)
@@ -102,6 +104,18 @@ def request_email_change(
                  actor_id=user.id, target_user_id=user.id, source_address=source_address)
     db.commit()
     return None
+
+
+def _asked_within_cooldown(db: Session, tenant: TenantConfig, user: User, now: datetime) -> bool:
+    """One link per ``resend_cooldown_seconds``: each one is an email to an address the user
+    typed, anyone's. The user's row is locked first, so two requests at once are decided one
+    after the other (as flows.password_reset.send_reset_link does)."""
+    db.execute(select(User.id).where(User.id == user.id).with_for_update())
+    cutoff = now - timedelta(seconds=tenant.resend_cooldown_seconds)
+    return db.scalar(select(Verification.id).where(
+        Verification.user_id == user.id, Verification.purpose == EMAIL_CHANGE,
+        Verification.created_at > cutoff,
+    ).limit(1)) is not None
 
 
 def pending_email_change(

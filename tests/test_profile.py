@@ -101,6 +101,19 @@ def test_a_stolen_session_alone_cannot_ask_for_a_new_email_address(broker_app):
     assert not mails_to(broker_app, NEW_EMAIL)
 
 
+def test_email_change_links_go_out_once_per_cooldown(sqlite_url):
+    """Each link is an email to any address the user types: not a mail cannon."""
+    for broker_app in running_app(sqlite_url, fjordvarme={"resend_cooldown_seconds": 60}):
+        client = _logged_in(broker_app)
+        asks = [client.post(f"/t/{NO}/profile", data={
+            "action": "email", "new_email": f"victim{i}@example.org",
+            "email_current_password": GOOD_PASSWORD}) for i in range(3)]
+        assert [answer.status_code for answer in asks] == [302, 429, 429]
+        assert "Please wait a minute" in asks[1].get_data(as_text=True)
+        assert [len(mails_to(broker_app, f"victim{i}@example.org"))
+                for i in range(3)] == [1, 0, 0]
+
+
 def test_a_password_reset_spends_a_pending_change_of_address(broker_app):
     """Whoever held the session asked to move the account to their address; the owner resets
     the password: the link that would have moved it must be dead."""

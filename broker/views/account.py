@@ -42,6 +42,7 @@ FIELD_ERRORS = {
     "must_accept": _l("You need to accept the privacy policy to create an account."),
     "same_email": _l("This is already your email address."),
     "wrong_current": _l("The current password is not correct."),
+    "too_soon": _l("Please wait a minute before asking for another link."),
     # The customer number and proof asked at signup (flows.registration, seed 001).
     "wrong_proof": _l("The customer number and code do not match our records."),
     "pin_expired": _l("That PIN has expired. Ask for a new one below."),
@@ -444,8 +445,8 @@ def profile_submit(tenant: str):  # type: ignore[no-untyped-def]
                                              public_url=config.public_url,
                                              source_address=source_address())
         if error:
-            return _profile_page(tenant_config, user, 400, errors={"new_email": error},
-                                 form=request.form)
+            return _profile_page(tenant_config, user, 429 if error == "too_soon" else 400,
+                                 errors={"new_email": error}, form=request.form)
         return redirect(url_for("account.profile_page", tenant=tenant, notice="email_sent"))
     if action == "password":
         result = profile.change_password(
