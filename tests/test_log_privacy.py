@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import logging
 import re
 import secrets
+import sys
 from urllib.parse import parse_qs, urljoin, urlparse
 
 import requests
@@ -166,3 +168,20 @@ def test_no_personal_value_appears_in_any_log_record(database_url, caplog):
             if value and value.lower() in line.lower():
                 leaks.append((record.name, value, record.getMessage()[:200]))
     assert leaks == []
+
+
+def test_the_json_log_line_carries_no_email_address_from_any_part_of_a_record():
+    """A mail server's refusal quotes its recipient; it reaches the log as an extra field."""
+    try:
+        raise ValueError("no such mailbox: kari.private@example.no")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("broker.messaging.worker", logging.WARNING, __file__, 1,
+                               "delivery to %s failed", ("ola@example.no",), exc_info)
+    record.error = "SMTP 550: 5.7.1 Message to <kari.private@example.no> rejected by policy"
+    record.outbox_id = 42
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert "@" not in line and "example.no" not in line
+    assert entry["error"] == "SMTP 550: 5.7.1 Message to [email] rejected by policy"
+    assert entry["message"] == "delivery to [email] failed" and entry["outbox_id"] == 42
