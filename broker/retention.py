@@ -294,9 +294,12 @@ def _delete_inactive(
         _last_use() < now - timedelta(days=keep.inactive_account_delete_days),
     )
     if keep.inactive_account_warn_days:
+        # The warning is a chance to log in and keep the account; a disabled account has no
+        # such chance (and gets no warning): its time alone decides.
         notice = timedelta(days=keep.inactive_account_delete_days
                            - keep.inactive_account_warn_days)
-        conditions += (_warned_since_last_use(before=now - notice),)
+        conditions += (or_(User.status != "active",
+                           _warned_since_last_use(before=now - notice)),)
     return _erase_in_batches(config, tenant, sessions, f"{tenant.slug}:inactive_delete",
                              conditions, "inactive", notify)
 

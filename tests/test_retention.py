@@ -238,6 +238,31 @@ def test_an_unused_account_is_warned_once_then_deleted_after_the_notice(database
         engine.dispose()
 
 
+def test_a_disabled_account_unused_past_the_deletion_days_is_erased_without_a_warning(
+        database_url):
+    """Only active accounts are warned (a disabled one cannot log in to keep itself); the
+    deletion must not wait for a warning that never comes (PRIVACY.md: erased after that
+    many days without a login)."""
+    config = _config(database_url, inactive_account_warn_days=300,
+                     inactive_account_delete_days=330)
+    engine, sessions = _sessions(config)
+    try:
+        with database.transaction(sessions) as db:
+            db.add_all([
+                User(tenant=NO, subject=secrets.token_hex(16), email="gone@example.no",
+                     status="disabled", created_at=_ago(900), last_login_at=_ago(800)),
+                User(tenant=NO, subject=secrets.token_hex(16), email="recent@example.no",
+                     status="disabled", created_at=_ago(900), last_login_at=_ago(100)),
+            ])
+        result = purge(config, sessions, now=NOW)
+        assert result.counts[NO]["inactive_accounts_deleted"] == 1
+        assert _count(sessions, User, User.email == "gone@example.no") == 0
+        assert _count(sessions, User, User.email == "recent@example.no") == 1
+        assert _count(sessions, AuditEvent, AuditEvent.event == WARNED_EVENT) == 0
+    finally:
+        engine.dispose()
+
+
 def test_an_account_used_after_the_warning_is_kept(sqlite_url):
     config = _config(sqlite_url, inactive_account_warn_days=300,
                      inactive_account_delete_days=330)
