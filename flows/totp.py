@@ -37,7 +37,7 @@ from broker.attempts import (
 )
 from broker.config import TenantConfig
 from broker.models import Flow, RecoveryCode, User, utcnow
-from broker.security import keyed_hmac, new_token
+from broker.security import keyed_hmac, new_token, sha256_hex
 
 RECOVERY_CODE_COUNT = 10
 ENROL_FLOW = "totp_enrol"
@@ -305,7 +305,8 @@ def start_pending_login(
         kind=PENDING_FLOW,
         state="totp",
         data={"user_id": user.id, "authorize_flow": authorize_flow_id, "remember": remember,
-              "amr": list(amr or ["pwd"]), "acr": acr, "then_link": then_link},
+              "amr": list(amr or ["pwd"]), "acr": acr, "then_link": then_link,
+              "credential": _credential_mark(user)},
         created_at=now,
         expires_at=now + timedelta(minutes=PENDING_MINUTES),
     )
@@ -327,7 +328,16 @@ def pending_login(
     user = db.get(User, flow.data.get("user_id"))
     if user is None or user.status != "active":
         return None
+    if flow.data.get("credential") != _credential_mark(user):
+        return None  # the password changed since: the first factor given no longer holds
     return flow, user
+
+
+def _credential_mark(user: User | LoginAccount) -> str:
+    """Changes whenever the password does (a reset, a change, support's reset): a pending
+    login started with the old password must die with it, or whoever knew the old one could
+    finish it (and, where TOTP is required, enrol an authenticator of their own)."""
+    return sha256_hex(f"credential\x00{user.password_hash or ''}")
 
 
 def finish_pending_login(db: Session, flow: Flow) -> bool:

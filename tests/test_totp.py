@@ -16,6 +16,8 @@ from .accounts_support import (
     GOOD_PASSWORD,
     NO,
     db_session,
+    last_mail,
+    link_in,
     log_in,
     make_app,
     register_and_activate,
@@ -77,6 +79,28 @@ def test_a_stolen_session_alone_cannot_turn_on_a_second_factor_of_its_own(option
     assert without.status_code == 401 and wrong.status_code == 401
     assert 'id="current_password-error"' in wrong.get_data(as_text=True)
     assert user(optional_app, EMAIL).totp_secret is None
+
+
+def test_a_pending_login_dies_with_the_password_that_started_it(sqlite_url):
+    """Whoever knew the old password is past the password step; the owner resets it. Where
+    TOTP is required and not yet set up, finishing the step would enrol the intruder's own
+    authenticator: the pending login must be gone."""
+    app = _app(sqlite_url, "required")
+    try:
+        intruder = app.test_client()
+        assert log_in(intruder, NO, EMAIL).location.endswith(f"/t/{NO}/login/totp")
+        owner = app.test_client()
+        owner.post(f"/t/{NO}/forgot-password", data={"email": EMAIL})
+        new = "Helt-Ny-Fjell-77"
+        assert owner.post(link_in(last_mail(app, EMAIL)), data={
+            "password": new, "password_confirmation": new}).status_code == 200
+        page = intruder.get(f"/t/{NO}/login/totp")
+        assert page.status_code == 302 and page.location.endswith(f"/t/{NO}/login")
+        finish = intruder.post(f"/t/{NO}/login/totp", data={"code": "123456"})
+        assert finish.status_code == 302 and "bsid_" not in finish.headers.get("Set-Cookie", "")
+        assert user(app, EMAIL).totp_secret is None
+    finally:
+        app.extensions["broker"].engine.dispose()
 
 
 def _password_step(app):  # type: ignore[no-untyped-def]
