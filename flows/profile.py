@@ -29,6 +29,7 @@ from broker.messaging.compose import (
 )
 from broker.models import User, Verification, utcnow
 from broker.passwords import verify_password
+from policies.names import one_line
 from policies.password import PasswordRule, check_password
 
 from . import links
@@ -52,7 +53,7 @@ def update_details(
 ) -> dict[str, str]:
     """Change name and phone; returns field errors (nothing changed then). Commits on success."""
     errors: dict[str, str] = {}
-    name = name.strip()
+    name = one_line(name)
     if not name:
         errors["name"] = "required"
     elif len(name) > MAX_NAME_LENGTH:

@@ -36,6 +36,7 @@ from broker.messaging.compose import (
 from broker.models import User, utcnow
 from broker.passwords import hash_password
 from policies.binding import normalise_customer_number
+from policies.names import one_line
 from policies.password import PasswordRule, check_password
 
 from .activation import issue_activation, resend_activation
@@ -98,7 +99,7 @@ def validate(tenant: TenantConfig, form: RegistrationForm) -> tuple[Registration
         errors["email"] = "invalid_email"
     if len(email) > MAX_EMAIL_LENGTH:
         errors["email"] = "invalid_email"
-    name = form.name.strip()
+    name = one_line(form.name)
     if not name:
         errors["name"] = "required"
     elif len(name) > MAX_NAME_LENGTH:
@@ -154,7 +155,7 @@ def register(
             subject=new_subject(),
             email=email,
             email_verified=False,
-            name=form.name.strip(),
+            name=one_line(form.name),
             phone=phone or None,
             locale=form.locale if form.locale in tenant.locales else tenant.default_locale,
             registration_type=form.registration_type,

@@ -66,6 +66,7 @@ from broker.models import FederatedIdentity, Flow, User, Verification, utcnow
 from broker.passwords import verify_password
 from broker.security import digests_match, keyed_hmac, new_numeric_code, new_token, sha256_hex
 from policies.lockout import LockoutRule
+from policies.names import one_line
 from providers.identity import UpstreamIdentity, acr_at_least
 
 from .activation import activate_by_mailbox_proof, activation_rule
@@ -373,7 +374,7 @@ def save_profile(
     user = db.get(User, flow.data["user_id"])
     if user is None:
         return _step(flow, "wrong_step")
-    values = {"name": name.strip(), "email": email.strip(), "phone": phone.strip()}
+    values = {"name": one_line(name), "email": email.strip(), "phone": phone.strip()}
     _update(flow, prefill=values)
     normalised_phone = None
     if values["phone"]:
@@ -710,9 +711,10 @@ def _update(flow: Flow, state: str | None = None, **values: Any) -> None:
 
 
 def _full_name(identity: UpstreamIdentity) -> str:
+    """The upstream's name claim, on one line (policies.names): the upstream's user chose it."""
     if identity.name:
-        return identity.name
-    return " ".join(p for p in (identity.given_name, identity.family_name) if p)
+        return one_line(identity.name)
+    return one_line(" ".join(p for p in (identity.given_name, identity.family_name) if p))
 
 
 def _email_or_none(email: str | None) -> str | None:

@@ -16,6 +16,7 @@ from broker.messaging.compose import (
     send_email,
 )
 from broker.models import OutboxMessage
+from policies.names import one_line
 
 from .conftest import make_config
 
@@ -100,6 +101,30 @@ def test_names_typed_by_users_cannot_inject_markup_into_the_html_part(config):
     )
     assert "<img src=x onerror=alert(1)>" in text  # plain text stays as typed
     assert "<img" not in html and "&lt;img src=x" in html
+
+
+@pytest.mark.parametrize("written", [
+    "Kari\n\nYour account will be closed. Confirm your card at "
+    "https://fjordvarme-payments.example/login\n\n",
+    "Kari (www.fjordvarme-payments.example)",
+    "Kari, write to support@fjordvarme-payments.example",
+    "Kari fjordvarme-payments.example/login",
+])
+def test_a_name_cannot_lay_out_paragraphs_or_carry_a_link_into_an_email(config, written):
+    """The invitation goes out from the utility's own address to anyone; the owner chose
+    their name (or an upstream's profile did). It stays one line with nothing to click."""
+    _, text, html = render_email(
+        config.tenants["norrnat"], "invitation", "en", inviter_name=written,
+        customer_number="1", link="https://broker.test/i?a=1&b=2", days=7,
+    )
+    assert "fjordvarme-payments" not in text and "fjordvarme-payments" not in html
+    assert "Kari" in text and "\n\nYour account" not in text
+    assert html.count("<a href=") == 1  # the invitation's own link only
+
+
+def test_names_are_kept_on_one_line_wherever_they_come_in():
+    assert one_line("  Kari\n\n Nordmann\t\u202eX\x00 ") == "Kari Nordmann X"
+    assert one_line("José María O'Brien") == "José María O'Brien"
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,15 @@ def test_an_address_of_another_account_cannot_be_taken_over(broker_app):
     assert user(broker_app, EMAIL) is not None
 
 
+def test_a_name_is_saved_on_one_line(broker_app):
+    """It reaches other people's email (an invitation): no line breaks of the user's own."""
+    client = _logged_in(broker_app)
+    answer = client.post(f"/t/{NO}/profile", data={
+        "action": "details", "name": "Kari\n\nYour account will be closed.\r\n", "phone": ""})
+    assert answer.status_code == 302
+    assert user(broker_app, EMAIL).name == "Kari Your account will be closed."
+
+
 def test_a_stolen_session_alone_cannot_ask_for_a_new_email_address(broker_app):
     """The new address would take "forgot password" with it: the current password is asked
     for, and its guesses count with the password change's."""

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from ..config import SmsConfig, TenantConfig
 from ..models import OutboxMessage, utcnow
 from .outbox import enqueue
-from .text import linkify, paragraphs
+from .text import inert, linkify, paragraphs
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
 FALLBACK_LOCALE = "en"
@@ -113,12 +113,19 @@ def sender_name(tenant: TenantConfig) -> str:
     return tenant.sender_name or tenant.name
 
 
+# Context values that people wrote (not the utility, not the broker): made inert (text.inert).
+WRITTEN_BY_USERS = ("inviter_name",)
+
+
 def render_email(
     tenant: TenantConfig, template: str, locale: str, **context: Any
 ) -> tuple[str, str, str]:
     """(subject, text, html) of an email in ``locale``, falling back to English."""
     _check_context("email", EMAIL_TEMPLATES, template, context)
     values = {"tenant": tenant, "locale": locale, **context}
+    for key in WRITTEN_BY_USERS:
+        if isinstance(values.get(key), str):
+            values[key] = inert(values[key])
     source = _localized("email", template, locale, "txt")
     if source is None:
         raise ValueError(f"email template {template!r} has no English text")
