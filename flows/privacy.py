@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from markupsafe import escape
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session, defer
 
@@ -376,7 +377,9 @@ def erase_account(
         or_(Verification.user_id == user.id,
             (Verification.tenant == tenant.slug) & Verification.target.in_(contacts))))
     count("messages", delete(OutboxMessage).where(
-        OutboxMessage.tenant == tenant.slug, OutboxMessage.recipient.in_(contacts)))
+        OutboxMessage.tenant == tenant.slug,
+        or_(OutboxMessage.recipient.in_(contacts),
+            OutboxMessage.id.in_(_notices_to_former_addresses(db, user.id)))))
     removed["messages"] += _scrub_messages_naming(db, tenant.slug, personal)
     count("invitations", delete(Invitation).where(
         Invitation.tenant == tenant.slug,
@@ -400,6 +403,15 @@ def erase_account(
         synchronize_session=False))
     db.expunge(user)
     return Erasure(user_id=user_id, subject=subject, portals=portals, removed=removed)
+
+
+def _notices_to_former_addresses(db: Session, user_id: int) -> list[int]:
+    """The mails that told the person's former addresses of a change (flows.profile): the
+    address is in no row of the person's any more, only in those mails."""
+    details = db.scalars(select(AuditEvent.details).where(
+        AuditEvent.target_user_id == user_id, AuditEvent.event == "email_changed"))
+    return [int(found["notice_message_id"]) for found in details
+            if found and found.get("notice_message_id")]
 
 
 def _personal_values(db: Session, user: User) -> list[str]:
@@ -493,7 +505,8 @@ def _names_anyone(text: str, personal: list[str]) -> bool:
 
 def _scrub_messages_naming(db: Session, tenant: str, personal: list[str]) -> int:
     """Messages to other people that name the person (an invitation "from Kari"): an unsent
-    one is dropped, a sent one keeps its record with the name replaced."""
+    one is dropped (a dead one too: support could send it again), a sent one keeps its record
+    with the name replaced, also where the HTML part holds it escaped (O&#39;Brien)."""
     if not personal:
         return 0
     # Bodies are sealed, so the database can only match subjects; a body is opened and read
@@ -505,15 +518,17 @@ def _scrub_messages_naming(db: Session, tenant: str, personal: list[str]) -> int
         or_(OutboxMessage.status != "sent", *[subject.contains(v.lower()) for v in personal])))
     rows = [message for message in candidates
             if _names_anyone(f"{message.subject} {message.body_text}", personal)]
+    in_html = sorted({*personal, *(str(escape(value)) for value in personal)},
+                     key=len, reverse=True)
     dropped = 0
     for message in rows:
-        if message.status == "pending":
+        if message.status != "sent":
             db.delete(message)
             dropped += 1
             continue
         message.subject = _scrub_text(message.subject, personal)
         message.body_text = _scrub_text(message.body_text, personal)
-        message.body_html = _scrub_text(message.body_html, personal) if message.body_html else None
+        message.body_html = _scrub_text(message.body_html, in_html) if message.body_html else None
         message.last_error = None
     db.flush()
     return dropped

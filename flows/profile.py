@@ -146,14 +146,21 @@ def confirm_email_change(
     old_address = user.email
     user.email = new_address
     user.email_verified = True
+    notice_id = None
     if old_address:
         try:
-            send_email(db, tenant, old_address, "email_changed_notice",
-                       user.locale or tenant.default_locale, new_email=mask_email(new_address))
+            notice = send_email(db, tenant, old_address, "email_changed_notice",
+                                user.locale or tenant.default_locale,
+                                new_email=mask_email(new_address))
+            db.flush()
+            notice_id = notice.id
         except InvalidEmailAddress:
             pass  # the old address was never deliverable; nothing to tell
+    # The notice's id, not its address: erasure finds the mail to the old address by it
+    # (flows.privacy), and the log keeps no address.
     audit.record(db, "email_changed", tenant=tenant.slug, actor_type="user", actor_id=user.id,
-                 target_user_id=user.id, source_address=source_address)
+                 target_user_id=user.id, source_address=source_address,
+                 notice_message_id=notice_id)
     db.commit()
     return "changed"
 
