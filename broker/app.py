@@ -52,7 +52,7 @@ def create_app(config: BrokerConfig | str | Path, *, migrate: bool = False) -> F
     state = BrokerState(config=config, engine=engine, sessions=database.make_sessionmaker(engine))
     app.extensions["broker"] = state
     _sync_tenants(state)
-    _build_oidc(state)
+    _build_oidc(app, state)
     _warm_password_hashing(state)
 
     _install_request_hooks(app, _content_security_policy(config))
@@ -90,13 +90,15 @@ def _warm_password_hashing(state: BrokerState) -> None:
         dummy_hash(tenant)
 
 
-def _build_oidc(state: BrokerState) -> None:
+def _build_oidc(app: Flask, state: BrokerState) -> None:
     from .oidc.keys import KeyStore
+    from .oidc.logout import notify_after_commit
     from .oidc.server import build_servers
 
     keys = KeyStore(state.sessions, state.config.tenants)
     state.services["keys"] = keys
     state.services["oidc_servers"] = build_servers(state.config, keys)
+    notify_after_commit(app, state.sessions, state.services["oidc_servers"])
 
 
 def _content_security_policy(config: BrokerConfig) -> str:

@@ -17,7 +17,7 @@ from . import audit
 from .attempts import USER_COUNTER, LoginAccount, record_login_success
 from .config import TenantConfig
 from .direct_sql import DirectStatement
-from .models import AuditEvent, LoginSession, User, utcnow
+from .models import AuditEvent, LoginSession, Token, User, utcnow
 from .security import new_token, sha256_hex
 
 _SESSIONS, _USERS, _AUDIT = LoginSession.__table__, User.__table__, AuditEvent.__table__
@@ -161,13 +161,38 @@ def end(db: Session, login: LoginSession) -> None:
     login.revoked_at = utcnow()
 
 
+ENDED_SESSIONS = "ended_login_sessions"  # db.info key: (tenant, subject, session, portals)
+
+
 def end_all_for_user(db: Session, user_id: int, *, keep_id: int | None = None) -> int:
-    """Revoke every live session of a user (e.g. after a password reset); returns how many."""
+    """Revoke every live session of a user (after a password reset or change, a support
+    sign-out, a disable); returns how many. The portals that got tokens in them are noted in
+    ``db.info[ENDED_SESSIONS]``, for their back-channel logout once this commits
+    (broker.oidc.logout.notify_after_commit)."""
     statement = (
         update(LoginSession)
         .where(LoginSession.user_id == user_id, LoginSession.revoked_at.is_(None))
         .values(revoked_at=utcnow())
+        .returning(LoginSession.id)
+        .execution_options(synchronize_session=False)
     )
     if keep_id is not None:
         statement = statement.where(LoginSession.id != keep_id)
-    return db.execute(statement).rowcount or 0
+    ended = list(db.scalars(statement))
+    if ended:
+        _note_portals_of(db, user_id, ended)
+    return len(ended)
+
+
+def _note_portals_of(db: Session, user_id: int, ended: list[int]) -> None:
+    portals: dict[int, set[str]] = {}
+    for session_id, client_id in db.execute(
+        select(Token.login_session_id, Token.client_id)
+        .where(Token.login_session_id.in_(ended)).distinct()
+    ):
+        portals.setdefault(session_id, set()).add(client_id)
+    if not portals:
+        return
+    tenant, subject = db.execute(select(User.tenant, User.subject).where(User.id == user_id)).one()
+    db.info.setdefault(ENDED_SESSIONS, []).extend(
+        (tenant, subject, session_id, clients) for session_id, clients in portals.items())

@@ -14,14 +14,18 @@ import requests
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
+from ..login_session import ENDED_SESSIONS
 from ..models import LoginSession, Token, User, utcnow
 from ..security import new_token
 from ..state import db
 from .grants import session_id_claim
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from .server import TenantServer
 
 log = logging.getLogger(__name__)
@@ -64,6 +68,34 @@ def end_login_session(server: TenantServer, login: LoginSession) -> None:
     user = session.get(User, login.user_id)
     if user is not None:
         notify_portals(server, user.subject, login.id, clients)
+
+
+def notify_after_commit(app: Flask, sessions: sessionmaker[Session],
+                        servers: dict[str, TenantServer]) -> None:
+    """Back-channel logout for the sessions a transaction ended in bulk
+    (login_session.end_all_for_user), once it is committed: a portal told of a logout that was
+    then rolled back would end a session that lives on. A rollback forgets them. Runs in the
+    app's context (a support action may commit outside a request); a failure to tell is
+    logged, never raised into the commit that already happened."""
+
+    @event.listens_for(sessions, "after_commit")
+    def _tell(db: Session) -> None:
+        ended = db.info.pop(ENDED_SESSIONS, None)
+        if not ended:
+            return
+        try:
+            with app.app_context():
+                for tenant, subject, session_id, clients in ended:
+                    server = servers.get(tenant)
+                    if server is not None:
+                        server.keys.cached(tenant)
+                        notify_portals(server, subject, session_id, clients)
+        except Exception:  # noqa: BLE001 - the commit stands; the portals' sessions expire
+            log.exception("back-channel logout after a commit failed")
+
+    @event.listens_for(sessions, "after_rollback")
+    def _forget(db: Session) -> None:
+        db.info.pop(ENDED_SESSIONS, None)
 
 
 def notify_portals(
