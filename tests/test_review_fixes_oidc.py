@@ -175,6 +175,26 @@ def test_max_age_zero_then_accepting_the_privacy_policy_reaches_the_portal(live)
     assert "code" in _portal_query(back)
 
 
+def test_a_binding_offer_skipped_is_not_made_again_after_the_consent_step(live):
+    """Both steps due: the user skips binding, accepts the new policy, and the portal gets
+    its code, without the binding offer coming back in between."""
+    user = _user(live.app, privacy_version="0")
+    _without_bindings(live, user)
+    pkce = _pkce_params()
+    browser = _browser(live.app, user)
+    to_binding = _authorize(browser, live, **pkce)
+    assert "/customer-accounts?flow=" in to_binding.headers["Location"]
+    skipped = browser.post(f"{live.issuer(TENANT)}/customer-accounts/skip",
+                           data={"flow": _flow_of(to_binding)}, allow_redirects=False)
+    to_consent = browser.get(live.url + skipped.headers["Location"], allow_redirects=False)
+    assert "/privacy/consent?flow=" in to_consent.headers["Location"]
+    accepted = browser.post(f"{live.issuer(TENANT)}/privacy/consent",
+                            data={"flow": _flow_of(to_consent), "action": "accept"},
+                            allow_redirects=False)
+    back = browser.get(live.url + accepted.headers["Location"], allow_redirects=False)
+    assert "code" in _portal_query(back)
+
+
 def test_a_login_from_before_the_request_is_not_fresh_after_the_binding_step(live):
     """The step keeps the request's start, not a later time: a session opened before the
     request (here put back into the browser mid-journey) still has to log in again."""

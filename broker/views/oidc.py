@@ -289,6 +289,8 @@ def _start_step(
             "client_id": request.values.get("client_id", ""),
             "browser": sha256_hex(browser),
             "request_started_at": started_at.isoformat(),
+            # skipped once for this request, skipped for its later steps too (consent)
+            "binding_skipped": bool(resumed and resumed.data.get("binding_skipped")),
         },
         expires_at=utcnow() + timedelta(minutes=AUTHORIZE_FLOW_MINUTES),
     )
