@@ -77,6 +77,15 @@ def serve(config_path: str, bind: str, workers: int | None, threads: int,
                        "CPUs unused", err=True)
     workers = workers or 2
     config = _load(config_path)
+    from .serve_checks import refusals, warnings
+
+    refused = refusals(config)
+    for problem in refused:
+        click.echo(f"broker serve: refused: {problem}", err=True)
+    if refused:
+        sys.exit(2)
+    for problem in warnings(config):
+        click.echo(f"broker serve: warning: {problem}", err=True)
 
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

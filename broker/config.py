@@ -15,6 +15,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -202,6 +203,15 @@ class RegistryConfig(_Strict):
     def _http_needs_url(self) -> RegistryConfig:
         if self.kind == "http" and not self.url:
             raise ValueError("registry.kind = 'http' needs registry.url")
+        return self
+
+    @model_validator(mode="after")
+    def _over_tls(self) -> RegistryConfig:
+        """PINs, bill codes and national ids go to this URL, with the token: never in clear
+        text, except to a customer system on this very machine (a test's)."""
+        if self.url and urlsplit(self.url).scheme != "https" and (
+                urlsplit(self.url).hostname not in ("127.0.0.1", "localhost", "::1")):
+            raise ValueError("registry.url must be https:// (plain http only on loopback)")
         return self
 
 

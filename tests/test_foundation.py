@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, inspect
 
 from broker import db as database
 from broker.cli import main as cli
-from broker.config import ConfigError, load_config, parse_config
+from broker.config import ConfigError, RegistryConfig, load_config, parse_config
 from broker.models import Base
 
 from .conftest import make_config
@@ -153,3 +153,18 @@ def test_keys_rotate_makes_a_new_signing_key_and_keeps_the_old_published(tmp_pat
     refused = CliRunner().invoke(cli, ["keys", "rotate", "--config", str(config_file),
                                        "--tenant", "nope"])
     assert refused.exit_code == 2 and "unknown tenant" in refused.output
+
+
+@pytest.mark.parametrize(("url", "accepted"), [
+    ("https://customers.example-utility.eu/api", True),
+    ("http://127.0.0.1:8123/api", True),  # a test's customer system on this machine
+    ("http://customers.example-utility.eu/api", False),
+    ("http://10.0.0.5/api", False),
+])
+def test_the_customer_register_is_asked_over_tls_only(url, accepted):
+    """PINs, bill codes, national ids and the token go to it: never in clear text."""
+    if accepted:
+        assert RegistryConfig(kind="http", url=url).url == url
+    else:
+        with pytest.raises(ValueError, match="registry.url must be https://"):
+            RegistryConfig(kind="http", url=url)

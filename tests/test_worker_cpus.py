@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -120,8 +122,11 @@ def settings_of_serve(monkeypatch, *arguments: str) -> dict[str, object]:  # typ
 
     monkeypatch.setattr(BaseApplication, "run", run)
     monkeypatch.setattr(worker_cpus, "usable_cpus", lambda: 6)
-    result = CliRunner().invoke(main, ["serve", "--config", str(ROOT / "config.example.toml"),
-                                       *arguments])
+    with tempfile.TemporaryDirectory() as folder:  # the example, with keys of its own
+        config = Path(folder) / "broker.toml"
+        config.write_text((ROOT / "config.example.toml").read_text().replace(
+            "CHANGE-ME", secrets.token_urlsafe(24)), encoding="utf-8")
+        result = CliRunner().invoke(main, ["serve", "--config", str(config), *arguments])
     assert result.exit_code == 0, result.output
     seen["output"] = result.output
     return seen
