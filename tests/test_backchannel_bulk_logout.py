@@ -18,17 +18,7 @@ from broker.models import LoginSession, Staff
 from broker.staff import actions
 
 from .live import LiveBroker, live_broker, serve_wsgi
-from .test_oidc import (
-    TENANT,
-    _authorize,
-    _browser,
-    _code,
-    _config,
-    _exchange,
-    _jwks,
-    _pkce,
-    _user,
-)
+from .test_oidc import TENANT, _config, _jwks, _portal_holding_tokens, _user
 
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
@@ -59,11 +49,7 @@ def setting(sqlite_url: str) -> Iterator[tuple[LiveBroker, Portal, Any]]:
         lambda url: _config(sqlite_url, url, backchannel=f"{portal_url}/backchannel")
     ) as broker:
         user = _user(broker.app)
-        verifier, challenge = _pkce()
-        browser = _browser(broker.app, user)
-        code = _code(_authorize(browser, broker, code_challenge=challenge,
-                                code_challenge_method="S256"))
-        assert _exchange(broker, code, verifier).status_code == 200  # the portal holds tokens
+        _portal_holding_tokens(broker, user)
         yield broker, portal, user
 
 

@@ -498,6 +498,17 @@ def _user_again(app: Flask) -> User:
         return db.scalars(select(User)).first()
 
 
+def _portal_holding_tokens(broker, user: User) -> tuple[requests.Session, dict[str, Any]]:
+    """A browser logged in as ``user`` and the tokens the portal got through it (PKCE)."""
+    verifier, challenge = _pkce()
+    browser = _browser(broker.app, user)
+    code = _code(_authorize(browser, broker, code_challenge=challenge,
+                            code_challenge_method="S256"))
+    answer = _exchange(broker, code, verifier)
+    assert answer.status_code == 200, answer.text
+    return browser, answer.json()
+
+
 def test_rp_initiated_logout_ends_the_session_and_tells_the_portal(database_url):
     received: list[str] = []
     portal = Flask("portal")
@@ -511,11 +522,7 @@ def test_rp_initiated_logout_ends_the_session_and_tells_the_portal(database_url)
         lambda url: _config(database_url, url, backchannel=f"{portal_url}/backchannel-logout")
     ) as broker:
         user = _user(broker.app)
-        verifier, challenge = _pkce()
-        browser = _browser(broker.app, user)
-        code = _code(_authorize(browser, broker, code_challenge=challenge,
-                                code_challenge_method="S256"))
-        tokens = _exchange(broker, code, verifier).json()
+        browser, tokens = _portal_holding_tokens(broker, user)
         response = browser.get(f"{broker.issuer(TENANT)}/logout", allow_redirects=False, params={
             "id_token_hint": tokens["id_token"], "state": "bye",
             "post_logout_redirect_uri": f"http://portal.test/{TENANT}/"})

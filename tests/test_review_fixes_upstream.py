@@ -45,14 +45,19 @@ def _count(live: LiveBroker, model: type, *where: object) -> int:
         return db.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
-def test_linking_an_account_with_totp_by_its_email_code_still_asks_for_the_totp_code(live):
-    secret = pyotp.random_base32()
-    _add_user(live, "norrnat", "anna.svensson@gmail.example", totp_secret=secret)
+def _email_code_reaches_totp(live: LiveBroker):  # type: ignore[no-untyped-def]
+    """Google as Anna, her account found by address, its emailed code given: the TOTP step."""
     trip = PortalLogin(live, "norrnat")
     trip.authorize()
     enter_code = trip.submit(trip.login_with("google", "anna"), "/send-code")
-    after_code = trip.submit(enter_code, "/code",
+    return trip, trip.submit(enter_code, "/code",
                              code=emailed_code(live, "anna.svensson@gmail.example"))
+
+
+def test_linking_an_account_with_totp_by_its_email_code_still_asks_for_the_totp_code(live):
+    secret = pyotp.random_base32()
+    _add_user(live, "norrnat", "anna.svensson@gmail.example", totp_secret=secret)
+    trip, after_code = _email_code_reaches_totp(live)
     assert after_code.status_code == 200 and "/login/totp" in after_code.url
     assert _count(live, LoginSession) == 0  # no session on one factor
     claims = trip.tokens(trip.submit(after_code, "/login/totp",
@@ -69,11 +74,7 @@ def test_an_abandoned_totp_step_leaves_no_link_to_log_in_through(live):
     """The attacker holds the mailbox, not the TOTP device: the email code links nothing."""
     secret = pyotp.random_base32()
     _add_user(live, "norrnat", "anna.svensson@gmail.example", totp_secret=secret)
-    trip = PortalLogin(live, "norrnat")
-    trip.authorize()
-    enter_code = trip.submit(trip.login_with("google", "anna"), "/send-code")
-    after_code = trip.submit(enter_code, "/code",
-                             code=emailed_code(live, "anna.svensson@gmail.example"))
+    trip, after_code = _email_code_reaches_totp(live)
     assert "/login/totp" in after_code.url  # the attacker stops here
     assert _count(live, FederatedIdentity) == 0
 
@@ -87,11 +88,7 @@ def test_an_abandoned_totp_step_leaves_no_link_to_log_in_through(live):
 def test_the_link_is_made_by_the_right_totp_code_and_then_skips_the_journey(live):
     secret = pyotp.random_base32()
     user_id = _add_user(live, "norrnat", "anna.svensson@gmail.example", totp_secret=secret)
-    trip = PortalLogin(live, "norrnat")
-    trip.authorize()
-    enter_code = trip.submit(trip.login_with("google", "anna"), "/send-code")
-    after_code = trip.submit(enter_code, "/code",
-                             code=emailed_code(live, "anna.svensson@gmail.example"))
+    trip, after_code = _email_code_reaches_totp(live)
     first = trip.tokens(trip.submit(after_code, "/login/totp", code=pyotp.TOTP(secret).now()))
     assert _count(live, FederatedIdentity, FederatedIdentity.user_id == user_id,
                   FederatedIdentity.provider == "google") == 1
