@@ -137,14 +137,19 @@ def _jwks(broker) -> KeySet:
     return KeySet.import_key_set(requests.get(f"{broker.issuer(TENANT)}/jwks").json())
 
 
-def _login_and_tokens(broker, user) -> dict[str, Any]:
+def _portal_holding_tokens(broker, user: User) -> tuple[requests.Session, dict[str, Any]]:
+    """A browser logged in as ``user`` and the tokens the portal got through it (PKCE)."""
     verifier, challenge = _pkce()
     browser = _browser(broker.app, user)
     code = _code(_authorize(browser, broker, code_challenge=challenge,
                             code_challenge_method="S256"))
     response = _exchange(broker, code, verifier)
     assert response.status_code == 200, response.text
-    return response.json()
+    return browser, response.json()
+
+
+def _login_and_tokens(broker, user) -> dict[str, Any]:
+    return _portal_holding_tokens(broker, user)[1]
 
 
 # --- the happy path ------------------------------------------------------------------------
@@ -496,17 +501,6 @@ def _user_again(app: Flask) -> User:
     state = app.extensions["broker"]
     with state.sessions() as db:
         return db.scalars(select(User)).first()
-
-
-def _portal_holding_tokens(broker, user: User) -> tuple[requests.Session, dict[str, Any]]:
-    """A browser logged in as ``user`` and the tokens the portal got through it (PKCE)."""
-    verifier, challenge = _pkce()
-    browser = _browser(broker.app, user)
-    code = _code(_authorize(browser, broker, code_challenge=challenge,
-                            code_challenge_method="S256"))
-    answer = _exchange(broker, code, verifier)
-    assert answer.status_code == 200, answer.text
-    return browser, answer.json()
 
 
 def test_rp_initiated_logout_ends_the_session_and_tells_the_portal(database_url):

@@ -159,6 +159,15 @@ def test_prompt_login_then_skipping_the_binding_offer_reaches_the_portal(live):
     assert "code" in _portal_query(back)
 
 
+def _accepts_the_policy(live: LiveBroker, browser: requests.Session,
+                        to_consent: requests.Response) -> requests.Response:
+    """Accept the new privacy policy on the step's page; the answer the portal's redirect."""
+    accepted = browser.post(f"{live.issuer(TENANT)}/privacy/consent",
+                            data={"flow": _flow_of(to_consent), "action": "accept"},
+                            allow_redirects=False)
+    return browser.get(live.url + accepted.headers["Location"], allow_redirects=False)
+
+
 def test_max_age_zero_then_accepting_the_privacy_policy_reaches_the_portal(live):
     user = _user(live.app, privacy_version="0")
     pkce = _pkce_params()
@@ -168,11 +177,7 @@ def test_max_age_zero_then_accepting_the_privacy_policy_reaches_the_portal(live)
     _logs_in(live, browser, user)
     to_consent = _authorize(browser, live, max_age="0", resume=_flow_of(to_login), **pkce)
     assert "/privacy/consent?flow=" in to_consent.headers["Location"]
-    accepted = browser.post(f"{live.issuer(TENANT)}/privacy/consent",
-                            data={"flow": _flow_of(to_consent), "action": "accept"},
-                            allow_redirects=False)
-    back = browser.get(live.url + accepted.headers["Location"], allow_redirects=False)
-    assert "code" in _portal_query(back)
+    assert "code" in _portal_query(_accepts_the_policy(live, browser, to_consent))
 
 
 def test_a_binding_offer_skipped_is_not_made_again_after_the_consent_step(live):
@@ -188,11 +193,7 @@ def test_a_binding_offer_skipped_is_not_made_again_after_the_consent_step(live):
                            data={"flow": _flow_of(to_binding)}, allow_redirects=False)
     to_consent = browser.get(live.url + skipped.headers["Location"], allow_redirects=False)
     assert "/privacy/consent?flow=" in to_consent.headers["Location"]
-    accepted = browser.post(f"{live.issuer(TENANT)}/privacy/consent",
-                            data={"flow": _flow_of(to_consent), "action": "accept"},
-                            allow_redirects=False)
-    back = browser.get(live.url + accepted.headers["Location"], allow_redirects=False)
-    assert "code" in _portal_query(back)
+    assert "code" in _portal_query(_accepts_the_policy(live, browser, to_consent))
 
 
 def test_a_login_from_before_the_request_is_not_fresh_after_the_binding_step(live):
