@@ -13,6 +13,11 @@ Why it looks like this:
   because a plain SHA-256 of a row would let anyone with the table guess a 6-digit PIN.
 - Duplicates in the file are found through a temporary table of the numbers seen so far, so
   the check costs no Python memory however large the file is.
+- A malformed row is refused with its line, never an exception: an exception would stop the
+  import between batches, with the earlier ones committed and the rest of the file not read.
+  So what the readers cannot parse (JSON too deep, a number over Python's digit limit, a CSV
+  field over the csv module's limit) and values the HMAC or the database cannot take (NUL,
+  text that is not UTF-8) are refusals, found before a batch goes to the database.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -133,6 +139,16 @@ class _Refused(Exception):
         self.reason = reason
 
 
+class _Unreadable(NamedTuple):
+    """A line the reader could not turn into a row: it is refused with this reason."""
+
+    reason: str
+
+
+_NOT_A_ROW = _Unreadable("not a valid row (bad JSON, not an object, or too many CSV fields)")
+RawRow = dict[str, Any] | _Unreadable
+
+
 def detect_format(path: str | Path, given: str | None = None) -> str:
     if given:
         if given not in FORMATS:
@@ -156,7 +172,9 @@ def import_file(
     batch_size: int = BATCH_SIZE,
 ) -> ImportReport:
     fmt = detect_format(path, fmt)
-    with open(path, encoding="utf-8-sig", newline="") as stream:
+    # Bytes that are not UTF-8 become lone surrogates, refused with their row (``_as_text``),
+    # instead of a UnicodeDecodeError somewhere in the middle of the file.
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as stream:
         return import_stream(engine, tenant, hmac_key, stream, fmt, batch_size=batch_size)
 
 
@@ -201,7 +219,7 @@ def import_stream(
 
 
 def _batches(
-    raw_rows: Iterable[tuple[int, dict[str, Any] | None]],
+    raw_rows: Iterable[tuple[int, RawRow]],
     tenant: TenantConfig,
     digests: ImportDigests,
     report: ImportReport,
@@ -229,44 +247,123 @@ def _ensure_tenant(connection: Connection, tenant: TenantConfig) -> None:
         connection.execute(insert(Tenant.__table__).values(slug=tenant.slug, name=tenant.name))
 
 
-def _read_csv(stream: IO[str]) -> Iterator[tuple[int, dict[str, Any] | None]]:
-    reader = csv.DictReader(stream)
-    if reader.fieldnames is None:
+class _CsvLines:
+    """The file's lines as ``csv.reader`` takes them, counted, with the quote characters of the
+    record being read.
+
+    When the reader gives up on a record (a field over ``csv.field_size_limit``) it goes on at
+    the next line, which may still be inside that record's quoted field: an odd number of
+    quotes since the record began says so, and ``skip_rest_of_record`` reads on to where the
+    csv module would have ended the record, so its tail is not read as rows of its own."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines = iter(stream)
+        self._quotes = 0
+        self.line_number = 0
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.line_number += 1
+        self._quotes += line.count('"')
+        return line
+
+    def record_read(self) -> None:
+        """The reader finished a record: the next one starts outside any quotes."""
+        self._quotes = 0
+
+    def skip_rest_of_record(self) -> None:
+        while self._quotes % 2:
+            if next(self, None) is None:
+                break
+        self.record_read()
+
+
+def _read_csv(stream: IO[str]) -> Iterator[tuple[int, RawRow]]:
+    lines = _CsvLines(stream)
+    reader = csv.DictReader(lines)
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as error:
+        raise ImportFileError(f"the CSV header cannot be read ({error})") from None
+    if fieldnames is None:
         raise ImportFileError("the CSV file is empty (no header line)")
-    header = [name.strip() for name in reader.fieldnames]
+    header = [name.strip() for name in fieldnames]
     if "customer_number" not in header:
         raise ImportFileError(
             f"the CSV header has no customer_number column (columns: {', '.join(COLUMNS)})"
         )
     reader.fieldnames = header
-    for record in reader:
-        if None in record:
-            yield reader.line_num, None
-            continue
-        yield reader.line_num, record
-
-
-def _read_jsonl(stream: IO[str]) -> Iterator[tuple[int, dict[str, Any] | None]]:
-    for line_number, text in enumerate(stream, start=1):
-        if not text.strip():
-            continue
+    lines.record_read()
+    while True:
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            yield line_number, None
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield lines.line_number, _Unreadable(f"not readable as CSV ({error})")
+            lines.skip_rest_of_record()
             continue
-        yield line_number, value if isinstance(value, dict) else None
+        lines.record_read()
+        yield lines.line_number, _NOT_A_ROW if None in record else record
 
 
-def _number_of(raw: dict[str, Any] | None) -> str:
+def _read_jsonl(stream: IO[str]) -> Iterator[tuple[int, RawRow]]:
+    for line_number, text in enumerate(stream, start=1):
+        if text.strip():
+            yield line_number, _json_row(text)
+
+
+def _json_row(text: str) -> RawRow:
+    """One JSON line as a row. ``json.loads`` raises more than JSONDecodeError on lines no
+    customer system writes: ValueError for an integer over Python's digit limit,
+    RecursionError for deep nesting."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return _NOT_A_ROW
+    except ValueError:
+        return _Unreadable(f"a JSON number longer than {sys.get_int_max_str_digits()} digits")
+    except RecursionError:
+        return _Unreadable("JSON nested too deeply")
+    return value if isinstance(value, dict) else _NOT_A_ROW
+
+
+def _number_of(raw: RawRow) -> str:
+    """The row's customer number for the report; "" when it has none that can be printed."""
     if not isinstance(raw, dict):
         return ""
-    return normalise_customer_number(str(raw.get("customer_number") or ""))[:64]
+    try:
+        return normalise_customer_number(_text(raw, "customer_number"))[:64]
+    except _Refused:
+        return ""
 
 
 def _text(raw: dict[str, Any], key: str) -> str:
     value = raw.get(key)
-    return "" if value is None else str(value).strip()
+    return "" if value is None else _as_text(key, value).strip()
+
+
+def _as_text(key: str, value: Any) -> str:
+    """``value`` as text that UTF-8, the HMACs and both databases take, or :class:`_Refused`.
+
+    A JSON string may hold NUL or a lone surrogate ("\\ud800"), and bytes of the file that
+    are not UTF-8 arrive as surrogates (``import_file``). PostgreSQL refuses NUL and nothing
+    encodes a surrogate: one such value would fail its whole batch, so it is refused here."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except RecursionError:  # a JSON list nested nearly as deep as json.loads allows
+        raise _Refused(f"{key} nested too deeply") from None
+    if "\x00" in text:
+        raise _Refused(f"{key} contains a NUL character")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise _Refused(f"{key} is not valid UTF-8 text") from None
+    return text
 
 
 # The content digest's input: the stored values in the order of their column names, then the
@@ -274,12 +371,10 @@ def _text(raw: dict[str, Any], key: str) -> str:
 _CANONICAL_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
-def _prepare(
-    line: int, raw: dict[str, Any] | None, tenant: TenantConfig, digests: ImportDigests
-) -> _Row:
+def _prepare(line: int, raw: RawRow, tenant: TenantConfig, digests: ImportDigests) -> _Row:
     """Validate and normalise one row, or raise :class:`_Refused` with a readable reason."""
-    if raw is None:
-        raise _Refused("not a valid row (bad JSON, not an object, or too many CSV fields)")
+    if isinstance(raw, _Unreadable):
+        raise _Refused(raw.reason)
     number = normalise_customer_number(_text(raw, "customer_number"))
     if not number:
         raise _Refused("missing customer number")
@@ -331,9 +426,9 @@ def _invoice_numbers(raw: dict[str, Any]) -> Iterable[str]:
     if value is None:
         return []
     if isinstance(value, list):
-        items = [str(item) for item in value]
+        items = [_as_text("invoice_numbers", item) for item in value]
     else:
-        items = str(value).split(";")
+        items = _as_text("invoice_numbers", value).split(";")
     if len(items) > 100:
         raise _Refused("more than 100 invoice numbers")
     return [normalise_proof_value(item) for item in items]
