@@ -31,9 +31,13 @@ What the broker does with the answers
 - Attempt limits per customer number (``broker.attempts``) are taken *before* the proof goes
   to the utility, and a try stays counted whatever happens next: a timeout or a 5xx is never a
   free guess. The user then reads "customer system unavailable, try later"; nothing is bound.
-- Timeouts: ``binding.registry.timeout_seconds`` per call. Only the national-id lookup, which
-  changes nothing at the utility, is retried (once). A proof check is not retried (the utility
-  may count tries too) and neither is a reminder (it could go out twice).
+- Timeouts: ``binding.registry.timeout_seconds`` per call, counted from the start of the call
+  to the last byte of the body, not per socket read: an answer that trickles in is cut off when
+  the time is up. Answers are read uncompressed (``Accept-Encoding: identity``) and at most
+  :data:`MAX_ANSWER_BYTES` long; a slower or longer one is unavailable, as a timeout is. Only
+  the national-id lookup, which changes nothing at the utility, is retried (once). A proof
+  check is not retried (the utility may count tries too) and neither is a reminder (it could
+  go out twice).
 - 5xx, timeouts, connection errors, 4xx (a wrong token is a configuration error) and answers
   that do not follow this contract all mean :class:`CustomerSystemUnavailable`; the log says
   which, without any personal value.
@@ -41,7 +45,11 @@ What the broker does with the answers
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +58,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from urllib3.exceptions import HTTPError as TransportError
 
 from broker.config import RegistryConfig, TenantConfig
 from broker.customers.contact import InvalidPhone, normalise_email, normalise_phone
@@ -62,6 +71,13 @@ log = logging.getLogger("broker.customers")
 ACCOUNT_KINDS = ("private", "company")
 LOOKUP_RETRIES = 1
 MAX_NUMBER_LENGTH = 64
+# A contract answer is a handful of customers; anything near this is a fault or an attack.
+MAX_ANSWER_BYTES = 256 * 1024
+READ_BYTES = 16 * 1024
+
+
+class AnswerOverLimit(Exception):
+    """The answer outran the call's deadline or size cap: unavailable, as a timeout is."""
 
 
 @dataclass(frozen=True)
@@ -129,37 +145,54 @@ class HttpCustomerSystem:
     def _post(
         self, path: str, payload: dict[str, Any], *, retries: int, expect_body: bool = True
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
         problem = ""
         for _ in range(retries + 1):
             try:
-                response = requests.post(
-                    self.url + path, json=payload, headers=headers, timeout=self.timeout_seconds,
-                    allow_redirects=False,
-                )
-            except requests.RequestException as error:
+                status, content = self._exchange(path, payload, read_body=expect_body)
+            except AnswerOverLimit as error:
+                problem = str(error)
+                continue
+            except (requests.RequestException, TransportError) as error:
                 problem = type(error).__name__
                 continue
-            if response.status_code >= 500:
-                problem = f"answered {response.status_code}"
+            if status >= 500:
+                problem = f"answered {status}"
                 continue
-            if not 200 <= response.status_code < 300:
+            if not 200 <= status < 300:
                 # 4xx: our request or token is wrong; trying again would not help.
-                problem = f"answered {response.status_code}"
+                problem = f"answered {status}"
                 break
-            if not expect_body:
-                return {}
-            try:
-                body = response.json()
-            except ValueError:
-                raise _malformed(path, "body is not JSON") from None
-            if not isinstance(body, dict):
-                raise _malformed(path, "body is not an object")
-            return body
+            return _json_object(path, content) if expect_body else {}
         log.warning("customer system unavailable", extra={"call": path, "problem": problem})
         raise CustomerSystemUnavailable(f"{path}: {problem}")
+
+    def _exchange(
+        self, path: str, payload: dict[str, Any], *, read_body: bool
+    ) -> tuple[int, bytes]:
+        """One POST whose body is cut off ``timeout_seconds`` after the call began: requests'
+        own timeout holds per socket read, so an answer dripping a byte at a time would hold a
+        worker for ever. (Connecting, and each read of the status line and headers, still wait
+        at most the timeout as requests has them.)"""
+        deadline = time.monotonic() + self.timeout_seconds
+        response = requests.post(
+            self.url + path, json=payload, headers=self._headers(),
+            timeout=self.timeout_seconds, allow_redirects=False, stream=True,
+        )
+        try:
+            if not (read_body and 200 <= response.status_code < 300):
+                return response.status_code, b""
+            if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+                raise _malformed(path, "body is compressed")
+            return response.status_code, _read_body(response, deadline)
+        finally:
+            response.close()
+
+    def _headers(self) -> dict[str, str]:
+        """Uncompressed answers only, so that the size cap counts what we parse."""
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
 
     def _customer(self, item: Any, path: str) -> RemoteCustomer:
         if not isinstance(item, dict):
@@ -253,6 +286,57 @@ class HttpRegistry:
             name=customer.name, address_label=customer.address, email=customer.email,
             phone=customer.phone,
         )
+
+
+def _read_body(response: requests.Response, deadline: float) -> bytes:
+    """The body, cut off at the call's deadline: a watchdog shuts the socket then, waking a
+    read that requests' per-read timeout would let a trickling answer extend for ever."""
+    _raise_if_too_slow(deadline)
+    cut_off = threading.Timer(deadline - time.monotonic(), _shut_down, (response,))
+    cut_off.start()
+    try:
+        body = _read_capped(response)
+    except TransportError:
+        _raise_if_too_slow(deadline)  # the cut-off, not the connection, ended the read
+        raise
+    finally:
+        cut_off.cancel()
+        cut_off.join()  # so that it cannot touch the socket once the response is closed
+    _raise_if_too_slow(deadline)  # an answer without a length ends quietly when cut off
+    return body
+
+
+def _read_capped(response: requests.Response) -> bytes:
+    """The raw body, refused as soon as it outgrows :data:`MAX_ANSWER_BYTES`."""
+    body = bytearray()
+    for chunk in response.raw.stream(READ_BYTES, decode_content=False):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise AnswerOverLimit("answer too large")
+    return bytes(body)
+
+
+def _raise_if_too_slow(deadline: float) -> None:
+    if time.monotonic() >= deadline:
+        raise AnswerOverLimit("answer too slow")
+
+
+def _shut_down(response: requests.Response) -> None:
+    """Wake a read blocked on the answer's socket; the read may just have finished."""
+    with contextlib.suppress(ValueError, RuntimeError, OSError):
+        response.raw.shutdown()
+
+
+def _json_object(path: str, content: bytes) -> dict[str, Any]:
+    """The answer as a JSON object. Anything else, also JSON nested deeper than the parser's
+    recursion limit, is outside the contract and so unavailable, never a crash."""
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        raise _malformed(path, "body is not JSON") from None
+    if not isinstance(body, dict):
+        raise _malformed(path, "body is not an object")
+    return body
 
 
 def _text(value: Any, limit: int) -> str:
