@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from broker import audit, login_session
@@ -107,6 +108,11 @@ def request_email_change(
     return None
 
 
+def _held_by_another(db: Session, tenant: TenantConfig, address: str, user_id: int) -> bool:
+    return db.scalar(select(User.id).where(
+        User.tenant == tenant.slug, User.email == address, User.id != user_id)) is not None
+
+
 def _asked_within_cooldown(db: Session, tenant: TenantConfig, user: User, now: datetime) -> bool:
     """One link per ``resend_cooldown_seconds``: each one is an email to an address the user
     typed, anyone's. The user's row is locked first, so two requests at once are decided one
@@ -138,14 +144,17 @@ def confirm_email_change(
         db.rollback()
         return "invalid"
     new_address = change[1]
-    taken = db.scalar(select(User.id).where(User.tenant == tenant.slug, User.email == new_address,
-                                            User.id != user.id))
-    if taken is not None:
+    if _held_by_another(db, tenant, new_address, user.id):
         db.commit()  # the link is spent either way
         return "taken"
     old_address = user.email
     user.email = new_address
     user.email_verified = True
+    try:
+        db.flush()
+    except IntegrityError:  # another account took it since the check: the unique index says so
+        db.rollback()
+        return "taken"
     notice_id = None
     if old_address:
         try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from broker.models import LoginSession
+from broker.models import LoginSession, User
+from flows import links, profile
 
 from .accounts_support import (
     GOOD_PASSWORD,
@@ -165,3 +166,27 @@ def test_password_change_needs_the_current_password_and_ends_other_sessions(brok
         live = session.scalars(select(LoginSession).where(LoginSession.revoked_at.is_(None)))
         assert len(list(live)) == 1
     assert log_in(broker_app.test_client(), NO, EMAIL, new).status_code == 302
+
+
+def test_two_accounts_confirming_one_new_address_at_once_get_taken_not_a_server_error(
+        broker_app, monkeypatch):
+    """The second confirmation passes the check before the first commits: the unique index
+    refuses it, and the answer is the calm 'taken'."""
+    register_and_activate(broker_app, NO, "ola@example.no")
+    first = _logged_in(broker_app)
+    first.post(f"/t/{NO}/profile", data={"action": "email", "new_email": NEW_EMAIL,
+                                         "email_current_password": GOOD_PASSWORD})
+    first_link = link_in(last_mail(broker_app, NEW_EMAIL))
+    assert broker_app.test_client().post(first_link).status_code == 200  # Kari has it now
+    state = broker_app.extensions["broker"]
+    with db_session(broker_app) as db:
+        ola = db.scalar(select(User).where(User.email == "ola@example.no"))
+        token = links.issue(db, tenant=NO, user_id=ola.id, purpose=profile.EMAIL_CHANGE,
+                            target=NEW_EMAIL, ttl=profile.EMAIL_CHANGE_TTL)
+        db.commit()
+    monkeypatch.setattr(profile, "_held_by_another", lambda *args: False)  # the race's window
+    with db_session(broker_app) as db:
+        answer = profile.confirm_email_change(db, state.config.tenants[NO], token,
+                                              source_address=None)
+    assert answer == "taken"
+    assert user(broker_app, "ola@example.no") is not None

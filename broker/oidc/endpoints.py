@@ -58,7 +58,9 @@ class TokenRevocation(RevocationEndpoint):
         return _Found(*found, sha256_hex(token_string)) if found else None
 
     def revoke_token(self, token: _Found, request: Any) -> None:
-        """Revoking a refresh token ends its family; an access token ends only itself."""
+        """Revoking a refresh token ends its family; an access token ends its own grant: the
+        access token and the refresh token issued with it (one row; RFC 7009 2.1 allows it, and
+        a portal revoking an access token wants that grant gone)."""
         row = token.token
         if row.refresh_token_sha256 == token.digest:
             statement = update(Token).where(Token.family_id == row.family_id)
