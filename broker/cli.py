@@ -126,10 +126,10 @@ def keys_group() -> None:
 @click.option("--alg", type=click.Choice(["RS256", "ES256"]), default=None,
               help="Algorithm of the new key (default: the tenant's signing_alg).")
 def keys_rotate(config_path: str, tenants: tuple[str, ...], alg: str | None) -> None:
-    """Make a new signing key; old keys stay published until their tokens expire.
-    Running brokers pick the new key up within a minute."""
+    """Make a new signing key: published now, signing six minutes later (portals cache the
+    JWKS); old keys stay published until their tokens expire."""
     from . import db
-    from .oidc.keys import rotate
+    from .oidc.keys import rotate, signs_from
 
     config = _load(config_path)
     unknown = [slug for slug in tenants if slug not in config.tenants]
@@ -140,7 +140,8 @@ def keys_rotate(config_path: str, tenants: tuple[str, ...], alg: str | None) -> 
     for slug in tenants or tuple(config.tenants):
         with db.transaction(sessions) as session:
             key = rotate(session, config.tenants[slug], alg)
-            click.echo(f"{slug}: new {key.alg} key {key.kid}")
+            click.echo(f"{slug}: new {key.alg} key {key.kid}, published now, signs from "
+                       f"{signs_from(key):%Y-%m-%d %H:%M} UTC")
 
 
 def _load(config_path: str):  # type: ignore[no-untyped-def]

@@ -146,6 +146,7 @@ def test_keys_rotate_makes_a_new_signing_key_and_keeps_the_old_published(tmp_pat
     result = CliRunner().invoke(cli, ["keys", "rotate", "--config", str(config_file),
                                       "--tenant", "fjordvarme", "--alg", "ES256"])
     assert result.exit_code == 0, result.output
+    assert "published now, signs from" in result.output  # portals' cached JWKS learn it first
     app.extensions["broker"].services["keys"].forget()
     after = app.test_client().get("/t/fjordvarme/jwks").json["keys"]
     assert {k["kid"] for k in first} < {k["kid"] for k in after}

@@ -30,6 +30,7 @@ from broker.models import (
     Binding,
     CustomerAccount,
     LoginSession,
+    SigningKey,
     Token,
     User,
     utcnow,
@@ -483,18 +484,30 @@ def test_revoking_a_refresh_token_ends_its_family_and_introspection_says_so(brok
     assert after == {"active": False}
 
 
-def test_a_rotated_key_signs_while_the_old_one_stays_published(broker):
+def test_a_new_key_is_published_before_it_signs_and_the_old_one_stays_published(broker):
+    """A portal may hold the JWKS for its max-age: a token must never carry a kid that a
+    cached JWKS cannot know. The new key is published at once and signs only after that."""
     tokens = _login_and_tokens(broker, _user(broker.app))
     old_kid = jwt.decode(tokens["id_token"], _jwks(broker)).header["kid"]
     state = broker.app.extensions["broker"]
     with state.sessions() as db, db.begin():
-        signing_keys.rotate(db, state.config.tenants[TENANT], "ES256")
+        new_kid = signing_keys.rotate(db, state.config.tenants[TENANT], "ES256").kid
+    state.services["keys"].forget(TENANT)
+    assert {key["kid"] for key in _jwks(broker).keys} >= {old_kid, new_kid}
+    right_after = _login_and_tokens(broker, _user_again(broker.app))
+    assert jwt.decode(right_after["id_token"], _jwks(broker)).header["kid"] == old_kid
+
+    with state.sessions() as db, db.begin():  # the JWKS max-age and a reload have passed
+        for row in db.scalars(select(SigningKey)):
+            window = signing_keys.PUBLISHED_BEFORE_SIGNING
+            row.created_at -= window
+            row.retired_at = row.retired_at - window if row.retired_at else None
     state.services["keys"].forget(TENANT)
     jwks = _jwks(broker)
-    fresh = _login_and_tokens(broker, _user_again(broker.app))
-    decoded = jwt.decode(fresh["id_token"], jwks)
-    assert decoded.header["alg"] == "ES256" and decoded.header["kid"] != old_kid
-    jwt.decode(tokens["id_token"], jwks)  # the old key still verifies
+    later = jwt.decode(_login_and_tokens(broker, _user_again(broker.app))["id_token"], jwks)
+    assert later.header["alg"] == "ES256" and later.header["kid"] == new_kid
+    jwt.decode(tokens["id_token"], jwks)  # the old key still verifies what it signed
+    assert jwks.get_by_kid(old_kid) is not None
 
 
 def _user_again(app: Flask) -> User:

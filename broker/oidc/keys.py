@@ -1,8 +1,11 @@
 """Per-tenant signing keys: stored in the database, held in memory, rotated by the CLI.
 
-The newest unretired key signs. Retired keys stay in the JWKS until ``published_until`` (the
-longest lifetime of anything they signed), so portals can verify tokens issued before a
-rotation. A process reloads its key ring every ``RELOAD_SECONDS`` so a rotation made by
+A new key is published at once and signs only ``PUBLISHED_BEFORE_SIGNING`` later: a portal
+that cached the JWKS (``JWKS_MAX_AGE``) and a broker process that has not reloaded its ring
+yet (``RELOAD_SECONDS``) both know the key before any token carries its kid. Meanwhile the
+previous key signs; then it retires, and stays in the JWKS until ``published_until`` (the
+longest lifetime of anything it signed), so tokens issued before the rotation still verify.
+A process reloads its key ring every ``RELOAD_SECONDS`` so a rotation made by
 ``broker keys rotate`` reaches every broker process without a restart.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from joserfc.jwk import ECKey, RSAKey
@@ -22,6 +25,8 @@ from ..config import TenantConfig
 from ..models import SigningKey, utcnow
 
 RELOAD_SECONDS = 60.0
+JWKS_MAX_AGE = 300  # seconds a portal may cache /jwks (its Cache-Control)
+PUBLISHED_BEFORE_SIGNING = timedelta(seconds=JWKS_MAX_AGE + RELOAD_SECONDS)
 Key = RSAKey | ECKey
 
 
@@ -49,22 +54,41 @@ def _import(jwk: dict[str, Any], kid: str) -> Key:
     return cls.import_key({**jwk, "kid": kid})
 
 
-def rotate(db: Session, tenant: TenantConfig, alg: str | None = None) -> SigningKey:
-    """Make a new signing key; the previous ones retire but stay published for a while."""
-    now = utcnow()
+def rotate(db: Session, tenant: TenantConfig, alg: str | None = None, *,
+           now: datetime | None = None) -> SigningKey:
+    """Make a new signing key, published now, signing from ``PUBLISHED_BEFORE_SIGNING`` on;
+    the keys signing now retire then, and stay published for as long as what they signed
+    lives."""
+    now = now or utcnow()
+    takes_over = now + PUBLISHED_BEFORE_SIGNING
     keep_published = timedelta(days=tenant.refresh_token_days) + timedelta(
         minutes=max(tenant.id_token_minutes, tenant.access_token_minutes)
     )
     for old in db.scalars(
         select(SigningKey).where(SigningKey.tenant == tenant.slug, SigningKey.retired_at.is_(None))
     ):
-        old.retired_at = now
-        old.published_until = now + keep_published
+        old.retired_at = takes_over
+        old.published_until = takes_over + keep_published
     kid, jwk = generate_key(alg or tenant.signing_alg)
-    key = SigningKey(kid=kid, tenant=tenant.slug, alg=alg or tenant.signing_alg, private_jwk=jwk)
+    key = SigningKey(kid=kid, tenant=tenant.slug, alg=alg or tenant.signing_alg, private_jwk=jwk,
+                     created_at=now)
     db.add(key)
     db.flush()
     return key
+
+
+def signs_from(key: SigningKey) -> datetime:
+    """When a key made by ``rotate`` starts to sign (a tenant's first key: at once)."""
+    return key.created_at + PUBLISHED_BEFORE_SIGNING
+
+
+def _signing_key(rows: list[SigningKey], now: datetime) -> SigningKey | None:
+    """Of the published keys (newest first): the newest still signing that has been
+    published long enough; before any has, the one published longest (a tenant's first
+    key, which nobody can have cached an older JWKS without)."""
+    signing = [row for row in rows if row.retired_at is None or row.retired_at > now]
+    ready = [row for row in signing if row.created_at <= now - PUBLISHED_BEFORE_SIGNING]
+    return ready[0] if ready else (signing[-1] if signing else None)
 
 
 def _load(db: Session, tenant: TenantConfig) -> KeyRing:
@@ -79,7 +103,7 @@ def _load(db: Session, tenant: TenantConfig) -> KeyRing:
             .order_by(SigningKey.created_at.desc())
         )
     )
-    active = next((r for r in rows if r.retired_at is None), None)
+    active = _signing_key(rows, now)
     if active is None:
         active = rotate(db, tenant)
         rows.insert(0, active)

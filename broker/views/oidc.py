@@ -35,6 +35,7 @@ from ..models import Binding, Flow, User, utcnow
 from ..oidc.claims import CLAIMS_SUPPORTED, user_claims
 from ..oidc.endpoints import find_token
 from ..oidc.grants import session_id_claim
+from ..oidc.keys import JWKS_MAX_AGE
 from ..oidc.server import SCOPES, TenantServer
 from ..security import new_token, sha256_hex
 from ..state import current, db
@@ -110,7 +111,7 @@ def discovery(tenant: str) -> Response:
 def jwks(tenant: str) -> Response:
     server = server_for(tenant)
     response = jsonify(server.keys.ring(tenant).public_jwks)
-    response.headers["Cache-Control"] = "public, max-age=300"
+    response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE}"
     return response
 
 
