@@ -37,6 +37,7 @@ from . import audit
 from . import db as database
 from .config import BrokerConfig, ThrottleConfig
 from .customers.contact import InvalidPhone, normalise_email, normalise_phone
+from .messaging.compose import InvalidEmailAddress, normalize_email
 from .rate_counters import RateCounters
 from .security import keyed_hmac
 from .state import current
@@ -49,10 +50,13 @@ EXTENSION = "broker_throttle"
 
 # What a per-target limit counts: the form field it reads, normalised as the flows store it.
 EMAIL = "email"
+# An address the form will write to, as the flow reads it (quotes, comments and spaces out):
+# every spelling that reaches one mailbox shares one budget (registration, resend).
+ADDRESS_TO_WRITE_TO = "address_to_write_to"
 CUSTOMER_NUMBER = "customer_number"
 CONTACT = "contact"  # forgot PIN: the phone (channel "sms") or email the PINs are sent to
 CLIENT = "client"  # the OIDC client of a token, revocation or introspection call
-TARGETS = (EMAIL, CUSTOMER_NUMBER, CONTACT, CLIENT)
+TARGETS = (EMAIL, ADDRESS_TO_WRITE_TO, CUSTOMER_NUMBER, CONTACT, CLIENT)
 
 AUDIT_ONCE_PER = RateLimitItemPerMinute(1)
 
@@ -89,15 +93,36 @@ def _digest(value: str) -> str:
     return keyed_hmac(current().config.hmac_key, value, purpose="throttle")[:32]
 
 
+@functools.lru_cache(maxsize=4096)
 def network_of(address: str | None) -> str:
-    """The unit one party controls: an IPv4 address, or an IPv6 /64 (handed out whole)."""
-    try:
-        ip = ipaddress.ip_address(address or "")
-    except ValueError:
-        return address or "unknown"
+    """The unit one party controls: an IPv4 address, or an IPv6 /64 (handed out whole).
+
+    An IPv4 client of a dual-stack listener arrives as ``::ffff:a.b.c.d``: it is that IPv4
+    address, not one /64 for every IPv4 client. A proxy may write ``ip:port``: the port is
+    not the party. What does not parse at all shares one budget (``unparsed``), so that junk
+    cannot buy a fresh one per spelling. Cached: the same few addresses come again and again."""
+    if not address:
+        return "unknown"
+    ip = _ip_of(address.strip())
+    if ip is None:
+        return "unparsed"
     if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
+
+
+def _ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in ``text``, also as ``a.b.c.d:port`` or ``[v6]:port``."""
+    if text.startswith("[") and "]" in text:
+        text = text[1:text.index("]")]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def address_key() -> str:
@@ -114,6 +139,8 @@ def target_value(target: str, tenant_slug: str) -> str:
 
     if target == EMAIL:
         return normalise_email(request.form.get("email", ""))
+    if target == ADDRESS_TO_WRITE_TO:
+        return canonical_address(request.form.get("email", ""))
     if target == CUSTOMER_NUMBER:
         return normalise_customer_number(request.form.get("customer_number", ""))
     if target == CONTACT:
@@ -126,6 +153,15 @@ def target_value(target: str, tenant_slug: str) -> str:
         except InvalidPhone:
             return "phone:" + typed.strip()
     return _client_id(tenant_slug)
+
+
+def canonical_address(typed: str) -> str:
+    """``typed`` as registration stores it (``flows.registration``), or, when it is no address
+    at all, as typed (lower-case, trimmed)."""
+    try:
+        return normalise_email(normalize_email(typed))
+    except InvalidEmailAddress:
+        return normalise_email(typed)
 
 
 def _client_id(tenant_slug: str) -> str:

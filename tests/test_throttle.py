@@ -21,6 +21,7 @@ from broker.app import create_app
 from broker.config import ConfigError, parse_config
 from broker.models import AuditEvent, OutboxMessage, User
 from broker.passwords import hash_password
+from broker.throttle import network_of
 
 from .conftest import IN_CI, PORTAL_SECRET, make_config
 from .customers_support import Broker, customer_rows
@@ -159,6 +160,45 @@ def test_addresses_in_one_ipv6_slash_64_share_one_allowance(make_app):
                      password="").status_code == 429
     assert post_from(client, "2001:db8:1:3::1", login, email="c@example.no",
                      password="").status_code == 400
+
+
+@pytest.mark.parametrize(("address", "party"), [
+    ("::ffff:192.0.2.1", "192.0.2.1"),  # an IPv4 client of a dual-stack listener
+    ("::ffff:192.0.2.2", "192.0.2.2"),  # ... is its own party, not one /64 for all of IPv4
+    ("203.0.113.5:40001", "203.0.113.5"),  # a proxy that writes ip:port
+    ("[2001:db8:1:2::7]:443", "2001:db8:1:2::/64"),
+    ("not an address", "unparsed"),  # junk shares one budget, whatever its spelling
+    ("also not one", "unparsed"),
+    ("", "unknown"),
+])
+def test_the_party_behind_an_address_however_it_arrives(address, party):
+    assert network_of(address) == party
+
+
+def test_an_ipv4_client_of_a_dual_stack_listener_does_not_spend_other_ipv4_clients_budget(
+        make_app):
+    application = make_app(throttle_settings(login={"per_address": "2/minute"}))
+    client = application.test_client()
+    login = f"/t/{SLUG}/login"
+    for _ in range(3):
+        post_from(client, "::ffff:198.51.100.7", login, email="a@example.no", password="")
+    other = post_from(client, "::ffff:198.51.100.8", login, email="b@example.no", password="")
+    assert other.status_code == 400  # checked, not throttled
+
+
+def test_every_spelling_of_one_mailbox_shares_the_registration_budget(make_app):
+    """Registration reads quotes and comments out of an address; so must its throttle, or
+    each spelling buys the mailbox a fresh allowance of mail (a review sent 11 under 2/hour)."""
+    application = make_app(throttle_settings(registration={"per_address": "",
+                                                           "per_target": "2/hour"}))
+    client = application.test_client()
+    register = f"/t/{SLUG}/register"
+    answers = [post_from(client, f"192.0.2.{i}", register, email=spelling, name="Kari",
+                         password="Correct-Horse-42", password_confirmation="Correct-Horse-42",
+                         accept_privacy="yes").status_code
+               for i, spelling in enumerate(
+                   ['"kari"@example.no', "kari(1)@example.no", "Kari@Example.no "], start=1)]
+    assert answers[:2] != [429, 429] and answers[2] == 429
 
 
 FORMS = [

@@ -24,7 +24,7 @@ from ..models import User
 from ..security import new_token, sha256_hex
 from ..staff.actions import support_actions_for
 from ..state import current, db
-from ..throttle import EMAIL, throttled
+from ..throttle import ADDRESS_TO_WRITE_TO, EMAIL, throttled
 from .customers import PROOF_LABELS
 from .login import authorize_flow, finish_login, set_session_cookie
 from .oidc import resume_url
@@ -162,7 +162,7 @@ def register_page(tenant: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/register")
-@throttled("registration", target=EMAIL)
+@throttled("registration", target=ADDRESS_TO_WRITE_TO)
 def register_submit(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config = _password_tenant(tenant)
     flow_id = _flow_id(tenant)
@@ -323,7 +323,7 @@ def resend_page(tenant: str):  # type: ignore[no-untyped-def]
 
 
 @blueprint.post("/activation/resend")
-@throttled("registration", target=EMAIL)  # sends an email, like a registration does
+@throttled("registration", target=ADDRESS_TO_WRITE_TO)  # sends an email, as registering does
 def resend_submit(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config = _password_tenant(tenant)
     email = request.form.get("email", "")
