@@ -9,6 +9,8 @@ shown as an error on its field.
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, abort, render_template, request
 
 from flows.forgot_pin import request_customer_number_and_pin
@@ -47,9 +49,23 @@ def forgot_pin_page(tenant: str):  # type: ignore[no-untyped-def]
     return _form_page(_pin_tenant(tenant))
 
 
+# The answer to a contact on record costs more (new PINs, a message written) than to a
+# stranger's: every answer waits until this much time has passed, so that its time says
+# nothing about whose contact it was (a review measured 8.6 against 4.6 ms).
+EVEN_ANSWER_SECONDS = 0.05
+
+
 @blueprint.post("/forgot-pin")
 @throttled("forgot_pin", target=CONTACT)
 def forgot_pin_submit(tenant: str):  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    try:
+        return _forgot_pin_answer(tenant)
+    finally:
+        time.sleep(max(0.0, EVEN_ANSWER_SECONDS - (time.monotonic() - started)))
+
+
+def _forgot_pin_answer(tenant: str):  # type: ignore[no-untyped-def]
     tenant_config = _pin_tenant(tenant)
     form = {name: request.form.get(name, "") for name in FIELDS}
     config = current().config
