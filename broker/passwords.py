@@ -102,10 +102,10 @@ def verify_password(tenant: TenantConfig, stored_hash: str | None, password: str
     """True when ``password`` matches. With no stored hash (or an empty one, or one beyond
     ``within_verify_limits``) a dummy verify keeps the time equal, and the answer is False."""
     hasher = hasher_for(tenant)
-    verifiable = False
-    reference = dummy_hash(tenant)
     if stored_hash and within_verify_limits(tenant, stored_hash):
         verifiable, reference = True, stored_hash
+    else:  # the dummy's lookup only where it is verified (a login's hot path has a hash)
+        verifiable, reference = False, dummy_hash(tenant)
     _, threads, holding = _hashing_pool()
 
     def verify() -> bool:
