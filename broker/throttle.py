@@ -37,7 +37,7 @@ from . import audit
 from . import db as database
 from .config import BrokerConfig, ThrottleConfig
 from .customers.contact import InvalidPhone, normalise_email, normalise_phone
-from .messaging.compose import InvalidEmailAddress, normalize_email
+from .messaging.compose import InvalidEmailAddress, stored_address
 from .rate_counters import RateCounters
 from .security import keyed_hmac
 from .state import current
@@ -159,7 +159,7 @@ def canonical_address(typed: str) -> str:
     """``typed`` as registration stores it (``flows.registration``), or, when it is no address
     at all, as typed (lower-case, trimmed)."""
     try:
-        return normalise_email(normalize_email(typed))
+        return stored_address(typed)
     except InvalidEmailAddress:
         return normalise_email(typed)
 

@@ -24,9 +24,9 @@ from broker.config import TenantConfig
 from broker.messaging.compose import (
     InvalidEmailAddress,
     InvalidPhoneNumber,
-    normalize_email,
     normalize_phone,
     send_email,
+    stored_address,
 )
 from broker.models import User, Verification, utcnow
 from broker.passwords import verify_password
@@ -34,7 +34,6 @@ from policies.names import one_line
 from policies.password import PasswordRule, check_password
 
 from . import links
-from .password_login import normalise_email
 from .password_reset import revoke_refresh_tokens, set_new_password
 from .registration import MAX_EMAIL_LENGTH, MAX_NAME_LENGTH
 
@@ -89,7 +88,7 @@ def request_email_change(
     if len(new_email) > MAX_EMAIL_LENGTH:
         return "too_long"
     try:
-        address = normalise_email(normalize_email(new_email))
+        address = stored_address(new_email)
     except InvalidEmailAddress:
         return "invalid_email"
     if address == user.email:

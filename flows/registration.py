@@ -30,8 +30,8 @@ from broker.config import TenantConfig
 from broker.messaging.compose import (
     InvalidEmailAddress,
     InvalidPhoneNumber,
-    normalize_email,
     normalize_phone,
+    stored_address,
 )
 from broker.models import User, utcnow
 from broker.passwords import hash_password
@@ -46,7 +46,6 @@ from .binding import (
     bind_with_proof,
     binding_attempt_key,
 )
-from .password_login import normalise_email
 from .password_reset import send_reset_link
 
 MAX_NAME_LENGTH = 200
@@ -94,7 +93,7 @@ def validate(tenant: TenantConfig, form: RegistrationForm) -> tuple[Registration
     errors: dict[str, str] = {}
     email = ""
     try:
-        email = normalise_email(normalize_email(form.email))
+        email = stored_address(form.email)
     except InvalidEmailAddress:
         errors["email"] = "invalid_email"
     if len(email) > MAX_EMAIL_LENGTH:

@@ -58,9 +58,9 @@ from broker.customers.digests import national_id_hmac
 from broker.messaging.compose import (
     InvalidEmailAddress,
     InvalidPhoneNumber,
-    normalize_email,
     normalize_phone,
     send_email,
+    stored_address,
 )
 from broker.models import FederatedIdentity, Flow, User, Verification, utcnow
 from broker.passwords import verify_password
@@ -71,7 +71,6 @@ from providers.identity import UpstreamIdentity, acr_at_least
 
 from .activation import activate_by_mailbox_proof, activation_rule
 from .binding import bind_by_national_id
-from .password_login import normalise_email
 from .totp import second_factor_needed
 from .unlock import send_unlock_link
 
@@ -253,7 +252,7 @@ def submit_email(
     if flow.state != "ask_email":
         return _step(flow, "wrong_step")
     try:
-        email = normalise_email(normalize_email(typed))
+        email = stored_address(typed)
     except InvalidEmailAddress:
         return _step(flow, "invalid_email")
     _update(flow, email=email)
@@ -385,7 +384,7 @@ def save_profile(
     new_email = None
     if values["email"]:
         try:
-            new_email = normalise_email(normalize_email(values["email"]))
+            new_email = stored_address(values["email"])
         except InvalidEmailAddress:
             return _step(flow, "invalid_email")
     if new_email and new_email != user.email:
@@ -721,7 +720,7 @@ def _email_or_none(email: str | None) -> str | None:
     if not email:
         return None
     try:
-        return normalise_email(normalize_email(email))
+        return stored_address(email)
     except InvalidEmailAddress:
         return None
 

@@ -162,6 +162,12 @@ def normalize_email(address: str) -> str:
     return parsed.addr_spec
 
 
+def stored_address(typed: str) -> str:
+    """A typed address as the broker stores and looks it up: a real address (normalize_email:
+    quotes, comments and spaces read out), trimmed and lower-case. Raises InvalidEmailAddress."""
+    return normalize_email(typed).strip().lower()
+
+
 def normalize_phone(number: str, country: str) -> str:
     """E.164 (``+4791234567``); national numbers are read in the tenant's ``country``."""
     try:
