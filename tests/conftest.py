@@ -125,6 +125,19 @@ def make_config(
     return parse_config(data, "test config")
 
 
+def cli_config_file(folder: Path, database_url: str, extra: str = "") -> Path:
+    """A broker.toml for the CLI commands: the database, test keys and the tenant fjordvarme;
+    ``extra`` is appended (more of fjordvarme's settings, say)."""
+    path = folder / "broker.toml"
+    path.write_text(
+        f'database_url = "{database_url}"\n'
+        'secret_key = "test-secret-key-0123456789abcdefghijkl"\n'
+        'hmac_key = "test-hmac-key-0123456789abcdefghijklmn"\n'
+        '[tenants.fjordvarme]\nname = "Fjordvarme AS"\ncountry = "NO"\n' + extra
+    )
+    return path
+
+
 @pytest.fixture
 def app(database_url: str):  # type: ignore[no-untyped-def]
     application = create_app(make_config(database_url))

@@ -13,6 +13,7 @@ from broker.cli import main as cli
 from broker.customers.importer import import_stream
 from broker.models import CustomerAccount, CustomerInvoice
 
+from .conftest import cli_config_file
 from .customers_support import Broker, as_csv, customer_rows
 
 SLUG = "fjordvarme"
@@ -112,13 +113,7 @@ def test_secrets_are_stored_only_as_keyed_hmacs_and_contacts_normalised(sqlite_u
 
 def test_the_cli_imports_a_file_and_prints_the_report(sqlite_url, tmp_path):
     broker = Broker(sqlite_url)
-    config_file = tmp_path / "broker.toml"
-    config_file.write_text(
-        f'database_url = "{sqlite_url}"\n'
-        'secret_key = "test-secret-key-0123456789abcdefghijkl"\n'
-        'hmac_key = "test-hmac-key-0123456789abcdefghijklmn"\n'
-        '[tenants.fjordvarme]\nname = "Fjordvarme AS"\ncountry = "NO"\n'
-    )
+    config_file = cli_config_file(tmp_path, sqlite_url)
     rows = customer_rows(10)
     rows[3]["kind"] = "alien"
     export = tmp_path / "customers.csv"

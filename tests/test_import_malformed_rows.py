@@ -24,6 +24,7 @@ from broker.customers.importer import (
 )
 from broker.models import CustomerAccount
 
+from .conftest import cli_config_file
 from .customers_support import Broker, as_csv, customer_rows
 
 SLUG = "fjordvarme"
@@ -181,13 +182,7 @@ def test_a_value_nested_deeper_than_text_can_show_is_refused(sqlite_url, field):
 
 def test_the_cli_reports_a_malformed_row_instead_of_a_traceback(sqlite_url, tmp_path):
     broker = Broker(sqlite_url)
-    config_file = tmp_path / "broker.toml"
-    config_file.write_text(
-        f'database_url = "{sqlite_url}"\n'
-        'secret_key = "test-secret-key-0123456789abcdefghijkl"\n'
-        'hmac_key = "test-hmac-key-0123456789abcdefghijklmn"\n'
-        '[tenants.fjordvarme]\nname = "Fjordvarme AS"\ncountry = "NO"\n'
-    )
+    config_file = cli_config_file(tmp_path, sqlite_url)
     lines = [json.dumps(row) for row in customer_rows(10)]
     lines[4] = '{"customer_number": "100004", "pin": "\\ud800"}'
     export = tmp_path / "customers.jsonl"

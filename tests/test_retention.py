@@ -32,7 +32,7 @@ from broker.models import (
 )
 from broker.retention import WARNED_EVENT, purge
 
-from .conftest import make_config
+from .conftest import cli_config_file, make_config
 
 NO = "fjordvarme"
 NOW = utcnow()
@@ -292,14 +292,8 @@ def test_an_account_used_after_the_warning_is_kept(sqlite_url):
 
 
 def test_broker_purge_command_reports_what_it_removed(sqlite_url, tmp_path):
-    path = tmp_path / "broker.toml"
-    path.write_text(
-        f'database_url = "{sqlite_url}"\n'
-        'secret_key = "test-secret-key-0123456789abcdefghijkl"\n'
-        'hmac_key = "test-hmac-key-0123456789abcdefghijklmn"\n'
-        f'[tenants.{NO}]\nname = "Fjordvarme"\ncountry = "NO"\n'
-        f'[tenants.{NO}.retention]\nverification_grace_days = 7\n'
-    )
+    path = cli_config_file(tmp_path, sqlite_url,
+                           f"[tenants.{NO}.retention]\nverification_grace_days = 7\n")
     from broker.config import load_config
 
     config = load_config(path)

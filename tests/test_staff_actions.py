@@ -14,6 +14,7 @@ from broker.staff.actions import ACTIONS, Actor, perform
 from broker.staff.audit_log import AuditLogIsAppendOnly, AuditQuery, export_json_lines
 from policies.staff import check_reason, may_act, may_manage_staff
 
+from .conftest import cli_config_file
 from .staff_support import (
     ACTION_PARAMS,
     TENANT_A,
@@ -192,13 +193,7 @@ def test_staff_rules_as_plain_functions():
 def test_staff_create_prints_the_totp_uri_once_and_stores_no_plain_secret(sqlite_url, tmp_path):
     app = make_app(sqlite_url)  # creates the tenant rows
     app.extensions["broker"].engine.dispose()
-    config_file = tmp_path / "broker.toml"
-    config_file.write_text(
-        f'database_url = "{sqlite_url}"\n'
-        'secret_key = "test-secret-key-0123456789abcdefghijkl"\n'
-        'hmac_key = "test-hmac-key-0123456789abcdefghijklmn"\n'
-        '[tenants.fjordvarme]\nname = "Fjordvarme AS"\ncountry = "NO"\n'
-    )
+    config_file = cli_config_file(tmp_path, sqlite_url)
     runner = CliRunner()
     result = runner.invoke(broker_cli, [
         "staff", "create", "--email", "First.Admin@Utility.test", "--name", "First Admin",
